@@ -1,0 +1,101 @@
+"""Canonical JSON bytes, byte-for-byte as the Go runner signs them.
+
+Keys sorted, no whitespace, non-ASCII kept as UTF-8, strings escaped the way Go 1.22+
+``encoding/json`` escapes them (HTML-safe), numbers printed the way Go prints them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    code = ord(ch)
+    if code < 0x20:
+        return f"\\u{code:04x}"
+    if 0xD800 <= code <= 0xDFFF:  # a lone surrogate is invalid UTF-8; Go writes U+FFFD
+        return "\ufffd"
+    return ch
+
+
+def _string(value: str) -> str:
+    return '"' + "".join(_escape_char(ch) for ch in value) + '"'
+
+
+def go_float(value: float) -> str:
+    """Format a float as Go's encoding/json does (shortest round-trip, 'e' only outside [1e-6, 1e21))."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("NaN and infinity have no JSON form")
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
+        mantissa, exponent = repr(value).split("e")
+        sign, digits = exponent[0], exponent[1:].lstrip("0") or "0"
+        if sign == "+":
+            digits = digits.zfill(2)
+        return f"{mantissa}e{sign}{digits}"
+    if value == 0:
+        return "-0" if repr(value).startswith("-") else "0"
+    text = format(Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(go_float(value))
+    elif isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    elif isinstance(value, dict):
+        out.append("{")
+        for index, key in enumerate(sorted(value)):
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be strings, got {type(key).__name__}")
+            if index:
+                out.append(",")
+            out.append(_string(key))
+            out.append(":")
+            _encode(value[key], out)
+        out.append("}")
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical UTF-8 bytes of a JSON value."""
+    out: list[str] = []
+    _encode(value, out)
+    return "".join(out).encode("utf-8", errors="surrogatepass")
