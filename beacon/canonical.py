@@ -6,6 +6,7 @@ Keys sorted, no whitespace, non-ASCII kept as UTF-8, strings escaped the way Go 
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -99,3 +100,17 @@ def canonical_json(value: Any) -> bytes:
     out: list[str] = []
     _encode(value, out)
     return "".join(out).encode("utf-8", errors="surrogatepass")
+
+
+def _parse_int(text: str) -> int | float:
+    # Go decodes every JSON number as float64, so "-0" is negative zero and prints as "-0" again.
+    return -0.0 if text.lstrip("-") == "0" and text.startswith("-") else int(text)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode JSON so that canonical_json re-encodes numbers as the Go runner does."""
+    return json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant)

@@ -1,0 +1,23 @@
+"""The HTTP API: a thin Flask app over the core package's services."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app import errors, health, jobs, openapi
+from app.services import Services
+from beacon.logs import configure_logging
+from beacon.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    flask_app = Flask(__name__)
+    flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    flask_app.json.sort_keys = False
+    flask_app.extensions["beacon"] = Services.build(settings)
+    errors.register(flask_app)
+    for blueprint in (health.bp, jobs.bp, openapi.bp):
+        flask_app.register_blueprint(blueprint)
+    return flask_app

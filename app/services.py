@@ -1,0 +1,49 @@
+"""The services one API process holds, built once from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import current_app
+
+from beacon.celery_app import make_celery
+from beacon.db import Database, database_for
+from beacon.ingest import Ingestor
+from beacon.outbox import celery_publisher
+from beacon.providers import load_provider_configs
+from beacon.questions import load_catalogue
+from beacon.ratelimit import SignatureFailureLimiter
+from beacon.settings import Settings
+from beacon.trust import TrustStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    celery: Celery
+    trust: TrustStore
+    ingestor: Ingestor
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Services":
+        db = database_for(settings.database_url)
+        celery = make_celery(settings)
+        trust = TrustStore(settings.trusted_keys_file, settings.trust_enforce)
+        ingestor = Ingestor(
+            settings=settings,
+            db=db,
+            trust=trust,
+            limiter=SignatureFailureLimiter(
+                settings.rate_limit_redis_url, settings.rate_limit_ip_per_minute, settings.rate_limit_key_per_minute
+            ),
+            publish=celery_publisher(celery),
+            catalogue=load_catalogue(settings.questions_file),
+            regions=sorted(load_provider_configs(settings.providers_file)),
+        )
+        return cls(settings, db, celery, trust, ingestor)
+
+
+def services() -> Services:
+    return current_app.extensions["beacon"]

@@ -1,0 +1,59 @@
+"""The Celery application factory: one config for API publishers, workers and beat."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from beacon.settings import Settings
+
+JOBS_QUEUE = "jobs"
+RUN_JOB = "beacon.run_job"
+EXECUTE_UNIT = "beacon.execute_unit"
+RELAY_OUTBOX = "beacon.relay_outbox"
+PURGE = "beacon.purge"
+
+
+def region_queue(region: str) -> str:
+    return f"region.{region}"
+
+
+def _transport_options(settings: Settings) -> dict:
+    if settings.broker_url.startswith("filesystem"):
+        folder = settings.data_dir / "broker"
+        for sub in ("queue", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            "polling_interval": 0.05,
+        }
+    # Longer than the longest job (60 min) so the broker never redelivers a unit still running;
+    # the beat sweeper recovers crashed units far sooner through their leases.
+    return {"visibility_timeout": 2 * 60 * 60, "socket_timeout": 5, "socket_connect_timeout": 5}
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("beacon", broker=settings.broker_url, set_as_current=True)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=JOBS_QUEUE,
+        broker_transport_options=_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 2},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app

@@ -1,0 +1,213 @@
+"""The ``beacon`` command: the entry point of every role and tool."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import click
+
+from beacon.settings import get_settings
+
+
+@click.group()
+@click.version_option(package_name="beacon-runner")
+def main() -> None:
+    """Beacon Runner: signed multi-region AI benchmark jobs."""
+
+
+# ---------------------------------------------------------------- roles
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Port to listen on (default: PORT, 8090).")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--workers", type=int, default=None, help="gunicorn workers (default: WEB_CONCURRENCY, 2).")
+def api(port: int | None, host: str, workers: int | None) -> None:
+    """Serve the HTTP API under gunicorn."""
+    from beacon.server import serve_api
+
+    settings = get_settings()
+    serve_api(host, port or settings.port, workers or settings.web_concurrency)
+
+
+def worker_queues(regions: tuple[str, ...], orchestration: bool) -> list[str]:
+    from beacon.celery_app import JOBS_QUEUE, region_queue
+    from beacon.providers import load_provider_configs
+
+    configured = sorted(load_provider_configs(get_settings().providers_file))
+    unknown = [region for region in regions if region not in configured]
+    if unknown:
+        raise click.BadParameter(
+            f"no provider is configured for region {unknown[0]} (configured: {', '.join(configured)})",
+            param_hint="--regions",
+        )
+    queues = [region_queue(region) for region in (regions or configured)]
+    return ([JOBS_QUEUE] if orchestration else []) + queues
+
+
+@main.command()
+@click.option(
+    "--regions", envvar="WORKER_REGIONS", default="", help="Comma list of regions to serve (default: all)."
+)
+@click.option("--orchestration/--no-orchestration", default=True, help="Also consume the jobs queue.")
+@click.option("--concurrency", "-c", type=int, default=16, show_default=True, envvar="WORKER_CONCURRENCY")
+@click.option("--pool", default="threads", show_default=True, type=click.Choice(["threads", "prefork", "solo"]))
+@click.option("--hostname", "-n", default=None, help="Celery node name.")
+def worker(regions: str, orchestration: bool, concurrency: int, pool: str, hostname: str | None) -> None:
+    """Run a Celery worker on the jobs queue and the region queues."""
+    wanted = tuple(r.strip() for r in regions.split(",") if r.strip())
+    queues = worker_queues(wanted, orchestration)
+    from workers import app
+
+    argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "-c", str(concurrency), "-E", "--loglevel", "INFO"]
+    if hostname:
+        argv += ["-n", hostname]
+    app.worker_main(argv)
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat (exactly one per deployment)."""
+    from workers import app
+
+    schedule = get_settings().data_dir / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True, help="Upgrade to this revision.")
+@click.option("--downgrade", "down_to", default=None, help="Downgrade to this revision instead (e.g. base).")
+def migrate(revision: str, down_to: str | None) -> None:
+    """Apply (or revert) database migrations."""
+    from beacon import migrate as migrations
+
+    url = get_settings().database_url
+    if down_to:
+        migrations.downgrade(url, down_to)
+        click.echo(f"downgraded to {down_to}")
+    else:
+        migrations.upgrade(url, revision)
+        click.echo(f"upgraded to {revision}")
+
+
+@main.command()
+def relay() -> None:
+    """Publish unpublished outbox rows once (what beat does every few seconds)."""
+    from workers import app
+    from beacon.db import get_database
+    from beacon.outbox import celery_publisher, relay as run_relay
+
+    result = run_relay(get_database(), celery_publisher(app))
+    click.echo(json.dumps({"published": result.published, "failed": result.failed}))
+    sys.exit(1 if result.failed else 0)
+
+
+# ---------------------------------------------------------------- keys and signatures
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(dir_okay=False), default="beacon-key", show_default=True,
+              help="Private key file; the public key goes to <out>.pub.")
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+def keygen(out: str, force: bool) -> None:
+    """Write a new Ed25519 key pair."""
+    from beacon.signing import KeyPair
+
+    if Path(out).exists() and not force:
+        raise click.ClickException(f"{out} exists; pass --force to overwrite it")
+    pair = KeyPair.generate()
+    pair.save(out)
+    click.echo(f"private key: {out}\npublic key:  {out}.pub\n{pair.public_key_b64}")
+
+
+def read_json_file(path: str) -> dict:
+    from beacon.canonical import loads
+
+    try:
+        doc = loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise click.ClickException(f"{path}: must hold a JSON object")
+    return doc
+
+
+def prepare_spec(doc: dict, key_path: str, nonce: str | None = None, timestamp: str | None = None) -> dict:
+    """Fill id, nonce and timestamp (fresh unless given) and sign the spec with the key file."""
+    from beacon.signing import KeyPair, sign_document
+    from beacon.timeutil import isoformat, utcnow
+
+    pair = KeyPair.load(key_path)
+    doc = dict(doc)
+    doc.setdefault("id", f"job-{uuid.uuid4()}")
+    metadata = dict(doc.get("metadata") or {})
+    metadata["nonce"] = nonce or uuid.uuid4().hex
+    metadata["timestamp"] = timestamp or isoformat(utcnow().replace(microsecond=0))
+    doc["metadata"] = metadata
+    return sign_document(doc, pair.signing_key)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--nonce", default=None, help="Nonce to sign (default: fresh).")
+@click.option("--timestamp", default=None, help="RFC 3339 timestamp to sign (default: now).")
+@click.option("--out", default="-", show_default=True, help="Where to write the signed spec.")
+def sign(file: str, key_path: str, nonce: str | None, timestamp: str | None, out: str) -> None:
+    """Sign a JobSpec (fresh nonce and timestamp unless given)."""
+    signed = json.dumps(prepare_spec(read_json_file(file), key_path, nonce, timestamp), indent=2, ensure_ascii=False)
+    if out == "-":
+        click.echo(signed)
+    else:
+        Path(out).write_text(signed + "\n")
+        click.echo(f"signed spec written to {out}", err=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def verify(file: str) -> None:
+    """Check a signed document's signature (not schema, trust or time); exit 0 only if it verifies."""
+    from beacon.signing import verify_document
+
+    try:
+        form = verify_document(read_json_file(file))
+    except ValueError as exc:
+        click.echo(f"INVALID: {exc}")
+        sys.exit(1)
+    if form is None:
+        click.echo("INVALID: the signature matches no accepted form")
+        sys.exit(1)
+    click.echo(f"OK: signature verifies ({form} form)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Sign with this key first (needed unless FILE is already signed).")
+@click.option("--url", envvar="BEACON_URL", default=None, help="API base URL (default: http://127.0.0.1:PORT).")
+@click.option("--idempotency-key", default=None)
+def submit(file: str, key_path: str | None, url: str | None, idempotency_key: str | None) -> None:
+    """Submit a JobSpec (signing it first with --key) and print the answer."""
+    import requests
+
+    doc = read_json_file(file)
+    if key_path:
+        doc = prepare_spec(doc, key_path)
+    elif not doc.get("signature"):
+        raise click.ClickException("the spec is not signed; pass --key")
+    base = url or f"http://127.0.0.1:{get_settings().port}"
+    headers = {"Content-Type": "application/json"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    body = json.dumps(doc, ensure_ascii=False).encode()
+    try:
+        response = requests.post(f"{base}/api/v1/jobs", data=body, headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+    click.echo(f"{response.status_code} {response.text.strip()}")
+    if response.status_code not in (200, 202):
+        sys.exit(1)

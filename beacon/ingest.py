@@ -1,0 +1,209 @@
+"""Ingest of signed JobSpecs: the ordered checks of DESIGN.md and the one transaction after.
+
+Order: Content-Type, size, JSON, schema, signature-failure rate limit, trusted key, timestamp
+window, signature, Idempotency-Key, nonce (replay), job id. Every rejection raises an ApiError
+before anything is written; acceptance writes job, nonce, idempotency key and outbox row in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from beacon.canonical import loads
+from beacon.celery_app import JOBS_QUEUE, RUN_JOB
+from beacon.db import Database
+from beacon.errors import ApiError, ValidationError
+from beacon.jobspec import JobSpec, parse_jobspec
+from beacon.models import IdempotencyKey, Job, Nonce
+from beacon.outbox import Publisher, enqueue, relay
+from beacon.ratelimit import SignatureFailureLimiter
+from beacon.settings import Settings
+from beacon.signing import verify_document
+from beacon.timeutil import parse_rfc3339, utcnow
+from beacon.trust import TrustStore
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Accepted:
+    status: int
+    body: dict[str, Any]
+
+
+def decode_json(raw: bytes) -> Any:
+    try:
+        return loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "request body is not UTF-8") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+def require_json_content_type(content_type: str | None) -> None:
+    """The first check, made before the body is read."""
+    mimetype = (content_type or "").split(";", 1)[0].strip().lower()
+    if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+
+
+class Ingestor:
+    """The ingest service the HTTP view calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        trust: TrustStore,
+        limiter: SignatureFailureLimiter,
+        publish: Publisher,
+        catalogue: dict[str, Any],
+        regions: list[str],
+    ):
+        self.settings = settings
+        self.db = db
+        self.trust = trust
+        self.limiter = limiter
+        self.publish = publish
+        self.catalogue = catalogue
+        self.regions = regions
+
+    def parse(self, doc: Any) -> JobSpec:
+        return parse_jobspec(
+            doc,
+            default_model=self.settings.default_model,
+            catalogue=self.catalogue,
+            known_regions=self.regions,
+            max_units=self.settings.max_units_per_job,
+        )
+
+    def check_timestamp(self, spec: JobSpec) -> None:
+        try:
+            stamp = parse_rfc3339(spec.timestamp)
+        except ValueError:
+            raise ApiError(
+                400, "timestamp_invalid", "metadata.timestamp is not an RFC 3339 time",
+                {"reason": "format_invalid"},
+            ) from None
+        now = utcnow()
+        if now - stamp > timedelta(minutes=self.settings.timestamp_max_age_minutes):
+            raise ApiError(
+                400, "timestamp_invalid",
+                f"metadata.timestamp is older than {self.settings.timestamp_max_age_minutes} minutes",
+                {"reason": "too_old"},
+            )
+        if stamp - now > timedelta(minutes=self.settings.timestamp_max_skew_minutes):
+            raise ApiError(
+                400, "timestamp_invalid",
+                f"metadata.timestamp is more than {self.settings.timestamp_max_skew_minutes} minutes in the future",
+                {"reason": "too_far_in_future"},
+            )
+
+    def check_signature(self, spec: JobSpec, client_ip: str) -> str:
+        try:
+            form = verify_document(spec.document)
+        except ValueError as exc:
+            form, reason = None, str(exc)
+        else:
+            reason = "the signature does not match the document"
+        if form is None:
+            self.limiter.record_failure(client_ip, spec.public_key)
+            raise ApiError(400, "signature_mismatch", f"signature verification failed: {reason}")
+        return form
+
+    def submit(self, raw: bytes, client_ip: str, idempotency_key: str | None) -> Accepted:
+        """Every check after the Content-Type (``require_json_content_type``), then the write."""
+        if len(raw) > self.settings.max_body_bytes:
+            raise ApiError(
+                413, "payload_too_large", f"request body exceeds {self.settings.max_body_bytes} bytes"
+            )
+        spec = self.parse(decode_json(raw))
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise ValidationError(
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters", "Idempotency-Key"
+            )
+        limited = self.limiter.blocked(client_ip, spec.public_key)
+        if limited:
+            raise ApiError(
+                429, "rate_limit_exceeded", "too many signature failures; try again in a minute",
+                {"limit": limited},
+            )
+        now = utcnow()
+        self.trust.check(spec.public_key, now)
+        self.check_timestamp(spec)
+        form = self.check_signature(spec, client_ip)
+        body_sha256 = hashlib.sha256(raw).hexdigest()
+        try:
+            accepted, outbox_id = self._store(spec, raw, body_sha256, idempotency_key)
+        except IntegrityError:
+            # A concurrent submission won the race: answer as if it had committed first.
+            accepted, outbox_id = self._store(spec, raw, body_sha256, idempotency_key)
+        if outbox_id is not None:
+            self._publish_now(outbox_id)
+            log.info("job accepted", extra={"job_id": spec.id, "signature_form": form})
+        return accepted
+
+    def _store(
+        self, spec: JobSpec, raw: bytes, body_sha256: str, idempotency_key: str | None
+    ) -> tuple[Accepted, int | None]:
+        now = utcnow()
+        with self.db.session() as session:
+            if idempotency_key is not None:
+                known = session.get(IdempotencyKey, idempotency_key)
+                if known is not None:
+                    if known.body_sha256 == body_sha256:
+                        return Accepted(200, {"id": known.job_id, "idempotent": True}), None
+                    raise ApiError(
+                        409, "idempotency_key_reused",
+                        "this Idempotency-Key was used with a different request body",
+                        {"job_id": known.job_id},
+                    )
+            replay = session.scalar(
+                select(Nonce.job_id).where(Nonce.public_key == spec.public_key, Nonce.nonce == spec.nonce)
+            )
+            if replay is not None:
+                raise ApiError(400, "replay_detected", "this nonce was already used with this key")
+            if session.get(Job, spec.id) is not None:
+                raise ApiError(409, "job_exists", f"job {spec.id} already exists", {"job_id": spec.id})
+            session.add(
+                Job(
+                    id=spec.id,
+                    status="queued",
+                    raw_body=raw.decode("utf-8"),
+                    spec=spec.document,
+                    public_key=spec.public_key,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            session.add(
+                Nonce(
+                    public_key=spec.public_key,
+                    nonce=spec.nonce,
+                    job_id=spec.id,
+                    created_at=now,
+                    expires_at=now + timedelta(minutes=self.settings.nonce_ttl_minutes),
+                )
+            )
+            if idempotency_key is not None:
+                session.add(IdempotencyKey(key=idempotency_key, body_sha256=body_sha256, job_id=spec.id, created_at=now))
+            message = enqueue(session, RUN_JOB, JOBS_QUEUE, [spec.id])
+            session.flush()
+            return Accepted(202, {"id": spec.id, "status": "enqueued"}), message.id
+
+    def _publish_now(self, outbox_id: int) -> None:
+        """The fast path: publish at once; the relay in beat is the safety net."""
+        try:
+            relay(self.db, self.publish, ids=[outbox_id])
+        except Exception as exc:  # never fail an accepted submission over the broker
+            log.warning("fast-path publish skipped; the outbox relay will publish", extra={"error": str(exc)})

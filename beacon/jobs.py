@@ -1,0 +1,109 @@
+"""Job reads and their resource shapes, shared by the HTTP views and the CLI."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from beacon.errors import ApiError, ValidationError, not_found
+from beacon.models import Execution, Job
+from beacon.timeutil import isoformat, parse_rfc3339
+
+MAX_PAGE = 200
+
+
+def encode_cursor(created_at: datetime, ident: Any) -> str:
+    raw = json.dumps([isoformat(created_at), ident]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, ident = json.loads(raw)
+        return parse_rfc3339(stamp), ident
+    except (binascii.Error, ValueError, TypeError):
+        raise ValidationError("cursor is not one this API returned", "cursor") from None
+
+
+def page_limit(raw: str | None, default: int = 50) -> int:
+    if raw is None:
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ValidationError("limit must be an integer", "limit") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be from 1 to {MAX_PAGE}", "limit")
+    return limit
+
+
+def unit_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, int]]:
+    counts = {job_id: {"units": 0, "completed": 0, "failed": 0, "timeout": 0} for job_id in job_ids}
+    if not job_ids:
+        return counts
+    rows = session.execute(
+        select(Execution.job_id, Execution.status, func.count())
+        .where(Execution.job_id.in_(job_ids))
+        .group_by(Execution.job_id, Execution.status)
+    )
+    for job_id, status, count in rows:
+        counts[job_id]["units"] += count
+        if status in ("completed", "failed", "timeout"):
+            counts[job_id][status] += count
+    return counts
+
+
+def job_resource(job: Job, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "status_reason": job.status_reason,
+        "created_at": isoformat(job.created_at),
+        "started_at": isoformat(job.started_at),
+        "finished_at": isoformat(job.finished_at),
+        "deadline_at": isoformat(job.deadline_at),
+        "spec": job.spec,
+        "job": job.spec,  # the Go runner's name for the spec, kept for its clients
+        "counts": counts,
+    }
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+def job_view(session: Session, job_id: str) -> dict[str, Any]:
+    job = get_job(session, job_id)
+    return job_resource(job, unit_counts(session, [job.id])[job.id])
+
+
+def list_jobs(session: Session, limit: int, cursor: str | None) -> dict[str, Any]:
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if cursor:
+        stamp, ident = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < stamp, and_(Job.created_at == stamp, Job.id < ident)))
+    jobs = list(session.scalars(query))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    counts = unit_counts(session, [job.id for job in jobs])
+    return {
+        "jobs": [job_resource(job, counts[job.id]) for job in jobs],
+        "next_cursor": encode_cursor(jobs[-1].created_at, jobs[-1].id) if more else None,
+    }
+
+
+def require_state(job: Job, allowed: tuple[str, ...], action: str) -> None:
+    if job.status not in allowed:
+        raise ApiError(
+            409, "invalid_state", f"cannot {action} a job that is {job.status}", {"status": job.status}
+        )

@@ -1,0 +1,106 @@
+"""The transactional outbox: messages written with the data they announce, published after.
+
+``enqueue`` adds a row inside the caller's transaction. ``relay`` publishes unpublished rows
+under ``SELECT … FOR UPDATE SKIP LOCKED`` so several relays (and the API's fast path) never
+publish one row twice nor lose one; while the broker is down each row backs off.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Iterable
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from beacon.db import Database
+from beacon.models import OutboxMessage
+from beacon.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 60
+Publisher = Callable[[OutboxMessage], None]
+
+
+def enqueue(session: Session, task: str, queue: str, args: list, headers: dict | None = None) -> OutboxMessage:
+    message = OutboxMessage(task=task, queue=queue, args=args, headers=headers or {})
+    session.add(message)
+    session.flush()
+    return message
+
+
+def celery_publisher(celery_app) -> Publisher:  # noqa: ANN001
+    """Publish outbox rows as Celery task messages (retrying briefly, then giving up)."""
+
+    def publish(message: OutboxMessage) -> None:
+        celery_app.send_task(
+            message.task,
+            args=list(message.args),
+            queue=message.queue,
+            headers=dict(message.headers or {}),
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
+        )
+
+    return publish
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    published: int
+    failed: int
+
+
+def backoff_seconds(attempts: int) -> int:
+    return min(2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+
+
+def relay(db: Database, publish: Publisher, *, ids: Iterable[int] | None = None, batch: int = 100) -> RelayResult:
+    """Publish unpublished rows (only ``ids`` when given); stop at the first broker failure."""
+    now = utcnow()
+    published = failed = 0
+    with db.session() as session:
+        query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+        if ids is not None:
+            query = query.where(OutboxMessage.id.in_(list(ids)))
+        else:
+            query = query.where(
+                or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now)
+            )
+        query = query.order_by(OutboxMessage.id).limit(batch).with_for_update(skip_locked=True)
+        for message in session.scalars(query):
+            try:
+                publish(message)
+            except Exception as exc:  # the broker is down or refused: back off, keep the row
+                message.attempts += 1
+                message.next_attempt_at = now + timedelta(seconds=backoff_seconds(message.attempts))
+                message.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                failed += 1
+                log.warning(
+                    "outbox publish failed; will retry",
+                    extra={"outbox_id": message.id, "attempts": message.attempts, "error": message.last_error},
+                )
+                break
+            message.published_at = now
+            published += 1
+    return RelayResult(published, failed)
+
+
+def pending_stats(session: Session) -> tuple[int, float | None]:
+    """Unpublished row count and the age in seconds of the oldest."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.published_at.is_(None))
+    ).one()
+    return count, (utcnow() - oldest).total_seconds() if oldest else None
+
+
+def purge_published(session: Session, older_than: timedelta) -> int:
+    result = session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.published_at.is_not(None), OutboxMessage.published_at < utcnow() - older_than
+        )
+    )
+    return result.rowcount or 0

@@ -1,0 +1,156 @@
+"""One typed settings object, read from the environment once.
+
+Every variable is documented in the README with its default. Defaults make a laptop run work:
+with no DATABASE_URL and no broker URL the embedded default is used (SQLite and a file-backed
+Celery transport in one data directory).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value that cannot be used."""
+
+
+def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name, "").strip()
+    return value if value else default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = _str(env, name, "") or ""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: str | None
+    broker_url: str
+    rate_limit_redis_url: str | None
+    port: int
+    trusted_keys_file: str | None
+    trust_enforce: bool
+    timestamp_max_skew_minutes: int
+    timestamp_max_age_minutes: int
+    max_body_bytes: int
+    rate_limit_ip_per_minute: int
+    rate_limit_key_per_minute: int
+    nonce_ttl_minutes: int
+    idempotency_ttl_hours: int
+    outbox_retention_days: int
+    outbox_relay_interval_seconds: int
+    default_model: str
+    max_units_per_job: int
+    providers_file: str | None
+    questions_file: str | None
+    log_level: str
+    web_concurrency: int
+    admin_tokens: tuple[str, ...] = field(repr=False, default=())
+    operator_tokens: tuple[str, ...] = field(repr=False, default=())
+    viewer_tokens: tuple[str, ...] = field(repr=False, default=())
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the embedded default (SQLite), not Postgres."""
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        data_dir = Path(_str(env, "BEACON_DATA_DIR", "beacon-data")).resolve()
+        redis_url = _str(env, "REDIS_URL")
+        database_url = _str(env, "DATABASE_URL") or f"sqlite:///{data_dir / 'beacon.db'}"
+        if database_url.startswith("postgres://"):  # Fly and Heroku hand out this spelling
+            database_url = "postgresql://" + database_url[len("postgres://"):]
+        if database_url.startswith("postgresql://"):
+            database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+        broker_url = _str(env, "CELERY_BROKER_URL") or redis_url or "filesystem://"
+        admin_tokens = _list(env, "ADMIN_TOKENS") + _list(env, "ADMIN_TOKEN")
+        settings = cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            redis_url=redis_url,
+            broker_url=broker_url,
+            rate_limit_redis_url=_str(env, "RATE_LIMIT_REDIS_URL", redis_url),
+            port=_int(env, "PORT", 8090, minimum=1),
+            trusted_keys_file=_str(env, "TRUSTED_KEYS_FILE"),
+            trust_enforce=_bool(env, "TRUST_ENFORCE", True),
+            timestamp_max_skew_minutes=_int(env, "TIMESTAMP_MAX_SKEW_MINUTES", 5),
+            timestamp_max_age_minutes=_int(env, "TIMESTAMP_MAX_AGE_MINUTES", 10),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=1),
+            rate_limit_ip_per_minute=_int(env, "RATE_LIMIT_IP_PER_MINUTE", 10, minimum=1),
+            rate_limit_key_per_minute=_int(env, "RATE_LIMIT_KEY_PER_MINUTE", 5, minimum=1),
+            nonce_ttl_minutes=_int(env, "NONCE_TTL_MINUTES", 60, minimum=1),
+            idempotency_ttl_hours=_int(env, "IDEMPOTENCY_TTL_HOURS", 24, minimum=1),
+            outbox_retention_days=_int(env, "OUTBOX_RETENTION_DAYS", 7, minimum=1),
+            outbox_relay_interval_seconds=_int(env, "OUTBOX_RELAY_INTERVAL_SECONDS", 5, minimum=1),
+            default_model=_str(env, "DEFAULT_MODEL", "llama3.2-1b"),
+            max_units_per_job=_int(env, "MAX_UNITS_PER_JOB", 500, minimum=1),
+            providers_file=_str(env, "PROVIDERS_FILE"),
+            questions_file=_str(env, "QUESTIONS_FILE"),
+            log_level=(_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+            web_concurrency=_int(env, "WEB_CONCURRENCY", 2, minimum=1),
+            admin_tokens=admin_tokens,
+            operator_tokens=_list(env, "OPERATOR_TOKENS"),
+            viewer_tokens=_list(env, "VIEWER_TOKENS"),
+        )
+        window = settings.timestamp_max_age_minutes + settings.timestamp_max_skew_minutes
+        if settings.nonce_ttl_minutes < window:
+            raise SettingsError(
+                f"NONCE_TTL_MINUTES ({settings.nonce_ttl_minutes}) must cover the timestamp window "
+                f"(TIMESTAMP_MAX_AGE_MINUTES + TIMESTAMP_MAX_SKEW_MINUTES = {window}), or replays "
+                "could pass once their nonce is purged"
+            )
+        return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from os.environ on first use."""
+    return Settings.from_env()

@@ -1,0 +1,26 @@
+"""Timezone-aware UTC time, stamped by the application."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_rfc3339(text: object) -> datetime:
+    """Parse an RFC 3339 timestamp with an explicit offset (``Z`` or ``±hh:mm``) into UTC."""
+    if not isinstance(text, str) or "T" not in text.upper():
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    value = datetime.fromisoformat(text.replace("z", "Z"))
+    if value.tzinfo is None:
+        raise ValueError(f"RFC 3339 timestamp without a UTC offset: {text!r}")
+    return value.astimezone(timezone.utc)
+
+
+def isoformat(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z`` suffix, or None."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

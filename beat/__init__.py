@@ -1,0 +1,1 @@
+"""Celery beat: the schedule of periodic work and the tasks it runs (executed by workers)."""

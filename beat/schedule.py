@@ -1,0 +1,24 @@
+"""The beat schedule. Entries expire so that missed runs do not pile up."""
+
+from __future__ import annotations
+
+from celery.schedules import crontab
+
+from beacon.celery_app import JOBS_QUEUE, PURGE, RELAY_OUTBOX
+from beacon.settings import Settings
+
+
+def beat_schedule(settings: Settings) -> dict:
+    relay_every = settings.outbox_relay_interval_seconds
+    return {
+        "relay-outbox": {
+            "task": RELAY_OUTBOX,
+            "schedule": float(relay_every),
+            "options": {"queue": JOBS_QUEUE, "expires": relay_every},
+        },
+        "purge-expired": {
+            "task": PURGE,
+            "schedule": crontab(minute="*/10"),
+            "options": {"queue": JOBS_QUEUE, "expires": 300},
+        },
+    }

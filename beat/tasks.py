@@ -1,0 +1,30 @@
+"""Periodic tasks: thin wrappers over the core package's services."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import current_app, shared_task
+
+from beacon import retention
+from beacon.celery_app import PURGE, RELAY_OUTBOX
+from beacon.db import get_database
+from beacon.outbox import celery_publisher, relay
+from beacon.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name=RELAY_OUTBOX, ignore_result=True, acks_late=False)
+def relay_outbox() -> dict:
+    result = relay(get_database(), celery_publisher(current_app))
+    if result.published or result.failed:
+        log.info("outbox relayed", extra={"published": result.published, "failed": result.failed})
+    return {"published": result.published, "failed": result.failed}
+
+
+@shared_task(name=PURGE, ignore_result=True)
+def purge() -> dict:
+    counts = retention.purge(get_database(), get_settings())
+    log.info("expired rows purged", extra=counts)
+    return counts
