@@ -77,8 +77,55 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/jobs/{job_id}": {
         "get": {
             "summary": "One job",
-            "parameters": [_path_param("job_id", "the JobSpec id")],
+            "parameters": [
+                _path_param("job_id", "the JobSpec id"),
+                _query("include", {"type": "string", "enum": ["executions"]}, "embed the job's executions"),
+            ],
             "responses": {"200": _json({"$ref": "#/components/schemas/Job"}, "the job"), **_errors(404)},
+        },
+    },
+    "/api/v1/jobs/{job_id}/executions": {
+        "get": {
+            "summary": "Every execution (unit) of a job",
+            "parameters": [_path_param("job_id", "the JobSpec id")],
+            "responses": {"200": _json({"$ref": "#/components/schemas/ExecutionList"}, "the units"), **_errors(404)},
+        },
+    },
+    "/api/v1/jobs/{job_id}/cancel": {
+        "post": {
+            "summary": "Cancel a job that is not terminal",
+            "description": (
+                "Authorised by `Authorization: Bearer <operator or admin token>` or by a body signed with "
+                "the job's own key: {action: 'cancel', job_id, timestamp, reason?, public_key, signature}."
+            ),
+            "parameters": [_path_param("job_id", "the JobSpec id")],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": _json({"type": "object", "properties": {
+                    "id": {"type": "string"}, "status": {"const": "cancelled"},
+                    "previous_status": {"type": "string"}, "units_cancelled": {"type": "integer"}}}, "cancelled"),
+                **_errors(400, 401, 403, 404, 409),
+            },
+        },
+    },
+    "/api/v1/executions": {
+        "get": {
+            "summary": "List executions, newest first",
+            "parameters": PAGE,
+            "responses": {"200": _json({"$ref": "#/components/schemas/ExecutionList"}, "a page"), **_errors(400)},
+        },
+    },
+    "/api/v1/executions/{execution_id}": {
+        "get": {
+            "summary": "One execution",
+            "parameters": [_path_param("execution_id", "the execution id")],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Execution"}, "the execution"), **_errors(404)},
+        },
+    },
+    "/api/v1/questions": {
+        "get": {
+            "summary": "The question catalogue JobSpec questions refer to",
+            "responses": {"200": _json({"type": "object", "properties": {"questions": {"type": "array"}}}, "catalogue")},
         },
     },
 }
@@ -140,6 +187,38 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "properties": {k: {"type": "integer"} for k in ("units", "completed", "failed", "timeout")},
             },
+        },
+    },
+    "Execution": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "job_id": {"type": "string"},
+            "region": {"type": "string", "description": "the region the JobSpec asked for"},
+            "served_region": {"type": ["string", "null"], "description": "the region that actually answered"},
+            "provider": {"type": ["string", "null"]},
+            "model_id": {"type": "string"},
+            "question_id": {"type": "string"},
+            "status": {"enum": ["pending", "running", "completed", "failed", "timeout", "cancelled"]},
+            "classification": {"enum": ["substantive", "content_refusal", "technical_failure", None]},
+            "output": {"type": ["string", "null"]},
+            "output_sha256": {"type": ["string", "null"]},
+            "started_at": {"type": ["string", "null"], "format": "date-time"},
+            "completed_at": {"type": ["string", "null"], "format": "date-time"},
+            "duration_ms": {"type": ["integer", "null"]},
+            "attempts": {"type": "integer"},
+            "failure": {
+                "type": "object",
+                "description": "code (timeout | network | http_<status> | bad_response | poison), transient, "
+                               "stage, region, model, provider, message",
+            },
+        },
+    },
+    "ExecutionList": {
+        "type": "object",
+        "properties": {
+            "executions": {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
+            "next_cursor": {"type": ["string", "null"]},
         },
     },
     "JobList": {

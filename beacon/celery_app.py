@@ -10,6 +10,7 @@ JOBS_QUEUE = "jobs"
 RUN_JOB = "beacon.run_job"
 EXECUTE_UNIT = "beacon.execute_unit"
 RELAY_OUTBOX = "beacon.relay_outbox"
+SWEEP = "beacon.sweep"
 PURGE = "beacon.purge"
 
 

@@ -57,6 +57,28 @@ def require_json_content_type(content_type: str | None) -> None:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
 
+def check_timestamp_window(settings: Settings, timestamp: str) -> None:
+    """Raise ``timestamp_invalid`` unless the signed timestamp is within the accepted window."""
+    try:
+        stamp = parse_rfc3339(timestamp)
+    except ValueError:
+        raise ApiError(
+            400, "timestamp_invalid", "metadata.timestamp is not an RFC 3339 time", {"reason": "format_invalid"}
+        ) from None
+    now = utcnow()
+    if now - stamp > timedelta(minutes=settings.timestamp_max_age_minutes):
+        raise ApiError(
+            400, "timestamp_invalid",
+            f"metadata.timestamp is older than {settings.timestamp_max_age_minutes} minutes", {"reason": "too_old"},
+        )
+    if stamp - now > timedelta(minutes=settings.timestamp_max_skew_minutes):
+        raise ApiError(
+            400, "timestamp_invalid",
+            f"metadata.timestamp is more than {settings.timestamp_max_skew_minutes} minutes in the future",
+            {"reason": "too_far_in_future"},
+        )
+
+
 class Ingestor:
     """The ingest service the HTTP view calls."""
 
@@ -86,28 +108,6 @@ class Ingestor:
             known_regions=self.regions,
             max_units=self.settings.max_units_per_job,
         )
-
-    def check_timestamp(self, spec: JobSpec) -> None:
-        try:
-            stamp = parse_rfc3339(spec.timestamp)
-        except ValueError:
-            raise ApiError(
-                400, "timestamp_invalid", "metadata.timestamp is not an RFC 3339 time",
-                {"reason": "format_invalid"},
-            ) from None
-        now = utcnow()
-        if now - stamp > timedelta(minutes=self.settings.timestamp_max_age_minutes):
-            raise ApiError(
-                400, "timestamp_invalid",
-                f"metadata.timestamp is older than {self.settings.timestamp_max_age_minutes} minutes",
-                {"reason": "too_old"},
-            )
-        if stamp - now > timedelta(minutes=self.settings.timestamp_max_skew_minutes):
-            raise ApiError(
-                400, "timestamp_invalid",
-                f"metadata.timestamp is more than {self.settings.timestamp_max_skew_minutes} minutes in the future",
-                {"reason": "too_far_in_future"},
-            )
 
     def check_signature(self, spec: JobSpec, client_ip: str) -> str:
         try:
@@ -140,7 +140,7 @@ class Ingestor:
             )
         now = utcnow()
         self.trust.check(spec.public_key, now)
-        self.check_timestamp(spec)
+        check_timestamp_window(self.settings, spec.timestamp)
         form = self.check_signature(spec, client_ip)
         body_sha256 = hashlib.sha256(raw).hexdigest()
         try:

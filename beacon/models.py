@@ -84,6 +84,7 @@ class Job(Base):
     finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status_reason: Mapped[str | None] = mapped_column(Text)
+    analysis: Mapped[dict | None] = mapped_column(JSONType)
 
 
 class Execution(Base):
@@ -91,7 +92,8 @@ class Execution(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "region", "model_id", "question_id", name="uq_executions_unit"),
         CheckConstraint(_in("status", EXECUTION_STATUSES), name="ck_executions_status"),
-        Index("ix_executions_status_claimed", "status", "claimed_at"),
+        Index("ix_executions_job_status", "job_id", "status"),
+        Index("ix_executions_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -107,7 +109,9 @@ class Execution(Base):
     output: Mapped[str | None] = mapped_column(Text)
     output_sha256: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int | None] = mapped_column(Integer)

@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
+from beacon.analysis import Thresholds
+
 
 class SettingsError(ValueError):
     """A configuration variable has a value that cannot be used."""
@@ -66,6 +68,13 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _thresholds(env: Mapping[str, str]) -> Thresholds:
+    try:
+        return Thresholds.from_env(env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -91,6 +100,17 @@ class Settings:
     questions_file: str | None
     log_level: str
     web_concurrency: int
+    max_unit_attempts: int
+    unit_retry_base_seconds: float
+    unit_retry_max_seconds: float
+    unit_lease_margin_seconds: int
+    pending_redispatch_seconds: int
+    job_queued_grace_seconds: int
+    sweep_interval_seconds: int
+    simulator_latency_ms: float
+    simulator_error_rate: float
+    simulator_hang_rate: float
+    analysis_thresholds: Thresholds
     admin_tokens: tuple[str, ...] = field(repr=False, default=())
     operator_tokens: tuple[str, ...] = field(repr=False, default=())
     viewer_tokens: tuple[str, ...] = field(repr=False, default=())
@@ -136,6 +156,17 @@ class Settings:
             questions_file=_str(env, "QUESTIONS_FILE"),
             log_level=(_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
             web_concurrency=_int(env, "WEB_CONCURRENCY", 2, minimum=1),
+            max_unit_attempts=_int(env, "MAX_UNIT_ATTEMPTS", 5, minimum=1),
+            unit_retry_base_seconds=_float(env, "UNIT_RETRY_BASE_SECONDS", 1.0, 0.0, 600.0),
+            unit_retry_max_seconds=_float(env, "UNIT_RETRY_MAX_SECONDS", 30.0, 0.0, 3600.0),
+            unit_lease_margin_seconds=_int(env, "UNIT_LEASE_MARGIN_SECONDS", 30, minimum=1),
+            pending_redispatch_seconds=_int(env, "PENDING_REDISPATCH_SECONDS", 60, minimum=1),
+            job_queued_grace_seconds=_int(env, "JOB_QUEUED_GRACE_SECONDS", 60, minimum=1),
+            sweep_interval_seconds=_int(env, "SWEEP_INTERVAL_SECONDS", 10, minimum=1),
+            simulator_latency_ms=_float(env, "SIMULATOR_LATENCY_MS", 20.0, 0.0, 600_000.0),
+            simulator_error_rate=_float(env, "SIMULATOR_ERROR_RATE", 0.0, 0.0, 1.0),
+            simulator_hang_rate=_float(env, "SIMULATOR_HANG_RATE", 0.0, 0.0, 1.0),
+            analysis_thresholds=_thresholds(env),
             admin_tokens=admin_tokens,
             operator_tokens=_list(env, "OPERATOR_TOKENS"),
             viewer_tokens=_list(env, "VIEWER_TOKENS"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery.schedules import crontab
 
-from beacon.celery_app import JOBS_QUEUE, PURGE, RELAY_OUTBOX
+from beacon.celery_app import JOBS_QUEUE, PURGE, RELAY_OUTBOX, SWEEP
 from beacon.settings import Settings
 
 
@@ -15,6 +15,11 @@ def beat_schedule(settings: Settings) -> dict:
             "task": RELAY_OUTBOX,
             "schedule": float(relay_every),
             "options": {"queue": JOBS_QUEUE, "expires": relay_every},
+        },
+        "sweep": {
+            "task": SWEEP,
+            "schedule": float(settings.sweep_interval_seconds),
+            "options": {"queue": JOBS_QUEUE, "expires": settings.sweep_interval_seconds},
         },
         "purge-expired": {
             "task": PURGE,

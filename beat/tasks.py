@@ -6,8 +6,8 @@ import logging
 
 from celery import current_app, shared_task
 
-from beacon import retention
-from beacon.celery_app import PURGE, RELAY_OUTBOX
+from beacon import engine, retention
+from beacon.celery_app import PURGE, RELAY_OUTBOX, SWEEP
 from beacon.db import get_database
 from beacon.outbox import celery_publisher, relay
 from beacon.settings import get_settings
@@ -21,6 +21,14 @@ def relay_outbox() -> dict:
     if result.published or result.failed:
         log.info("outbox relayed", extra={"published": result.published, "failed": result.failed})
     return {"published": result.published, "failed": result.failed}
+
+
+@shared_task(name=SWEEP, ignore_result=True, acks_late=False)
+def sweep() -> dict:
+    from workers.tasks import dispatch_unit, publish_run_job
+
+    result = engine.sweep(get_database(), get_settings(), dispatch_unit, publish_run_job)
+    return vars(result)
 
 
 @shared_task(name=PURGE, ignore_result=True)

@@ -18,6 +18,7 @@ RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1
 # Separate Redis databases per concern, away from db 0, so a test's flush never wipes a real queue.
 REDIS_BROKER_DB = 11
 REDIS_LIMITS_DB = 12
+REDIS_IDLE_DB = 13  # a broker database no test worker consumes
 
 
 @pytest.fixture(scope="session")

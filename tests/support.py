@@ -122,3 +122,44 @@ class OwnRedis:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class WorkerProcess:
+    """A real Celery worker (``python -m beacon worker``) in its own process, with its own env."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str, extra_args: tuple[str, ...] = ()):
+        import os
+        import sys
+
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.name = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
+        self.argv = [sys.executable, "-m", "beacon", "worker", "-n", self.name, *extra_args]
+        self.process: subprocess.Popen | None = None
+
+    def start(self, celery_app) -> "WorkerProcess":  # noqa: ANN001
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            assert self.process.poll() is None, f"worker exited; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}"
+            replies = celery_app.control.ping(destination=[self.name], timeout=0.5)
+            return any(self.name in reply for reply in replies)
+
+        wait_for(ready, timeout=60, interval=0.2, what=f"worker {self.name}")
+        return self
+
+    def kill(self) -> None:
+        import signal
+
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -11,3 +11,4 @@ app = make_celery(settings)
 app.conf.beat_schedule = beat_schedule(settings)
 
 import beat.tasks  # noqa: E402,F401  (registers the periodic tasks)
+import workers.tasks  # noqa: E402,F401  (registers the job tasks)

@@ -39,6 +39,7 @@ def upgrade() -> None:
     sa.Column('finalizing_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('status_reason', sa.Text(), nullable=True),
+    sa.Column('analysis', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=True),
     sa.CheckConstraint("status IN ('queued', 'running', 'completed', 'failed', 'cancelled')", name='ck_jobs_status'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -90,7 +91,9 @@ def upgrade() -> None:
     sa.Column('output', sa.Text(), nullable=True),
     sa.Column('output_sha256', sa.String(length=64), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('dispatched_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('duration_ms', sa.Integer(), nullable=True),
@@ -102,13 +105,15 @@ def upgrade() -> None:
     sa.UniqueConstraint('job_id', 'region', 'model_id', 'question_id', name='uq_executions_unit')
     )
     with op.batch_alter_table('executions', schema=None) as batch_op:
-        batch_op.create_index('ix_executions_status_claimed', ['status', 'claimed_at'], unique=False)
+        batch_op.create_index('ix_executions_job_status', ['job_id', 'status'], unique=False)
+        batch_op.create_index('ix_executions_status_lease', ['status', 'lease_expires_at'], unique=False)
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('executions', schema=None) as batch_op:
-        batch_op.drop_index('ix_executions_status_claimed')
+        batch_op.drop_index('ix_executions_status_lease')
+        batch_op.drop_index('ix_executions_job_status')
 
     op.drop_table('executions')
     with op.batch_alter_table('outbox', schema=None) as batch_op:

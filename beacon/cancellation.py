@@ -1,0 +1,44 @@
+"""Who may cancel a job: an operator or admin token, or a request signed by the job's own key.
+
+A signed cancel body is ``{"action": "cancel", "job_id", "timestamp", "public_key",
+"signature"}``, signed like a JobSpec (canonical JSON with ``signature`` and ``public_key``
+blank), with a timestamp inside the ingest window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from beacon.auth import bearer_token, require_role
+from beacon.errors import ApiError
+from beacon.ingest import check_timestamp_window
+from beacon.models import Job
+from beacon.settings import Settings
+from beacon.signing import verify_document
+
+CANCEL_FIELDS = {"action", "job_id", "timestamp", "reason", "public_key", "signature"}
+
+
+def authorize_cancel(settings: Settings, job: Job, authorization: str | None, body: Any) -> str:
+    """Who is cancelling (``role:<name>`` or ``key:<public key>``); raises 401/403 otherwise."""
+    if bearer_token(authorization) is not None:
+        return "role:" + require_role(settings, authorization, "operator")
+    if not isinstance(body, dict) or not body.get("signature"):
+        raise ApiError(401, "unauthorized", "cancel needs an operator token or a body signed by the job's key")
+    unknown = sorted(set(body) - CANCEL_FIELDS)
+    if unknown:
+        raise ApiError(400, "validation_error", f"unknown field {unknown[0]} in the cancel request",
+                       {"field": unknown[0]})
+    if body.get("action") != "cancel" or body.get("job_id") != job.id:
+        raise ApiError(400, "validation_error", "a signed cancel must say action 'cancel' and this job_id",
+                       {"field": "job_id"})
+    try:
+        form = verify_document(body)
+    except ValueError as exc:
+        raise ApiError(401, "unauthorized", f"cancel signature invalid: {exc}") from None
+    if form != "current":
+        raise ApiError(401, "unauthorized", "cancel signature does not verify")
+    if body.get("public_key") != job.public_key:
+        raise ApiError(403, "forbidden", "only the key that submitted the job may cancel it")
+    check_timestamp_window(settings, body.get("timestamp"))
+    return "key:" + job.public_key

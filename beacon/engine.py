@@ -1,0 +1,371 @@
+"""The execution engine: a queued job becomes units, each run once, the job finalised once.
+
+Every state change is a conditional UPDATE, so a second delivery of any message is a no-op:
+
+* ``start_job``: ``queued → running`` and one ``pending`` row per unit (``ON CONFLICT DO
+  NOTHING``), then one ``execute_unit`` message per unit on its region queue.
+* ``run_unit``: claims its row with a lease (``pending``, or ``running`` with an expired
+  lease), calls the region's provider, and records the outcome only while it still holds that
+  lease. Transient errors go back to ``pending`` and retry with backoff; permanent ones fail at
+  once; a unit whose claims reach ``MAX_UNIT_ATTEMPTS`` fails with code ``poison``.
+* ``finalize_job``: claimed once through ``finalizing_at`` when every unit is terminal or the
+  deadline has passed; unfinished units become ``timeout`` and the job ``completed`` or
+  ``failed`` by ``min_success_rate`` and ``min_regions``, all in one transaction.
+* ``sweep``: the safety net beat runs: deadlines, expired leases, lost dispatches, jobs still
+  queued after a grace period, and finalisations a crashed worker left undone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from datetime import timedelta
+from typing import Callable
+
+from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from beacon.analysis import analyse
+from beacon.classify import classify
+from beacon.db import Database
+from beacon.jobspec import JobSpec, parse_jobspec
+from beacon.models import EXECUTION_TERMINAL, Execution, Job
+from beacon.providers import ProviderError, ProviderRegistry, ProviderRequest, load_provider_configs
+from beacon.questions import load_catalogue
+from beacon.settings import Settings
+from beacon.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+SUCCESS_CLASSES = ("substantive", "content_refusal")
+OPEN_UNIT = ("pending", "running")
+
+# dispatch(execution_id, region, countdown_seconds) publishes one execute_unit message.
+DispatchUnit = Callable[[int, str, float], None]
+
+
+@lru_cache(maxsize=4)
+def provider_registry(settings: Settings) -> ProviderRegistry:
+    """The process's providers, one per configured region (built once per settings)."""
+    return ProviderRegistry(load_provider_configs(
+        settings.providers_file,
+        simulator_latency_ms=settings.simulator_latency_ms,
+        simulator_error_rate=settings.simulator_error_rate,
+        simulator_hang_rate=settings.simulator_hang_rate,
+    ))
+
+
+def stored_spec(job: Job, settings: Settings) -> JobSpec:
+    """The parsed JobSpec of a stored job (validated at ingest; parsed again for its defaults)."""
+    return parse_jobspec(job.spec, default_model=settings.default_model, catalogue=load_catalogue(settings.questions_file),
+                         max_units=10**9)
+
+
+def _insert_ignore(session: Session):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(Execution).on_conflict_do_nothing(index_elements=["job_id", "region", "model_id", "question_id"])
+    if dialect == "sqlite":
+        return sqlite_insert(Execution).on_conflict_do_nothing()
+    return insert(Execution)
+
+
+def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchUnit) -> int:
+    """``queued → running``, insert the units, dispatch them. Returns units dispatched (0: a no-op)."""
+    now = utcnow()
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            log.warning("run_job for an unknown job", extra={"job_id": job_id})
+            return 0
+        spec = stored_spec(job, settings)
+        moved = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="running", started_at=now, updated_at=now,
+                    deadline_at=now + timedelta(seconds=spec.timeout_s))
+        ).rowcount
+        if not moved:
+            return 0
+        units = spec.units(load_catalogue(settings.questions_file))
+        session.execute(
+            _insert_ignore(session),
+            [
+                {"job_id": job_id, "region": u.region, "model_id": u.model_id, "question_id": u.question_id,
+                 "prompt": u.prompt, "status": "pending", "attempts": 0, "created_at": now, "dispatched_at": now}
+                for u in units
+            ],
+        )
+        rows = session.execute(
+            select(Execution.id, Execution.region).where(Execution.job_id == job_id, Execution.status == "pending")
+        ).all()
+    for execution_id, region in rows:
+        dispatch(execution_id, region, 0)
+    log.info("job started", extra={"job_id": job_id, "units": len(rows)})
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class Claim:
+    execution_id: int
+    job_id: str
+    region: str
+    model_id: str
+    question_id: str
+    prompt: str
+    attempts: int
+    claimed_at: object
+    call_timeout_s: float
+    deadline_at: object = None
+
+
+def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | None:
+    """Take the unit's lease, or None when it is not ours to run (done, leased, job over)."""
+    now = utcnow()
+    with db.session() as session:
+        row = session.execute(
+            select(Execution, Job).join(Job, Job.id == Execution.job_id).where(Execution.id == execution_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        execution, job = row
+        if job.status != "running" or job.finalizing_at is not None:
+            return None
+        spec = stored_spec(job, settings)
+        remaining = (job.deadline_at - now).total_seconds()
+        if remaining <= 0:
+            return None  # the deadline sweep finalises the job and times the unit out
+        call_timeout = min(spec.provider_timeout_s, remaining)
+        lease_until = now + timedelta(seconds=call_timeout + settings.unit_lease_margin_seconds)
+        claimable = or_(
+            Execution.status == "pending",
+            and_(Execution.status == "running", Execution.lease_expires_at < now),
+        )
+        claimed = session.execute(
+            update(Execution)
+            .where(Execution.id == execution_id, claimable)
+            .values(status="running", claimed_at=now, started_at=now, lease_expires_at=lease_until,
+                    attempts=Execution.attempts + 1)
+            .returning(Execution.attempts)
+        ).scalar_one_or_none()
+        if claimed is None:
+            return None
+        if claimed > settings.max_unit_attempts:
+            execution_failure = {
+                "code": "poison", "transient": False, "stage": "claim", "region": execution.region,
+                "model": execution.model_id, "provider": execution.provider,
+                "message": f"unit used all {settings.max_unit_attempts} attempts without an answer",
+                "dead_letter": True, "last_error": execution.failure,
+            }
+            session.execute(
+                update(Execution).where(Execution.id == execution_id)
+                .values(status="failed", completed_at=now, duration_ms=0, lease_expires_at=None,
+                        attempts=settings.max_unit_attempts, failure=execution_failure,
+                        classification="technical_failure")
+            )
+            log.warning("unit dead-lettered", extra={"job_id": job.id, "execution_id": execution_id})
+            return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
+                         execution.prompt, claimed, None, 0.0)
+        return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
+                     execution.prompt, claimed, now, call_timeout, job.deadline_at)
+
+
+def _held(claim: Claim):
+    return and_(Execution.id == claim.execution_id, Execution.status == "running",
+                Execution.claimed_at == claim.claimed_at)
+
+
+def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str) -> bool:
+    now = utcnow()
+    with db.session() as session:
+        return bool(session.execute(
+            update(Execution).where(_held(claim)).values(
+                status="completed", output=output, output_sha256=hashlib.sha256(output.encode()).hexdigest(),
+                classification=classify(output, failed=False), provider=provider, served_region=served_region,
+                completed_at=now, duration_ms=int((now - claim.claimed_at).total_seconds() * 1000),
+                lease_expires_at=None, failure=None,
+            )
+        ).rowcount)
+
+
+def record_failure(db: Database, claim: Claim, error: ProviderError, provider: str, final: bool,
+                   retry_in: float = 0.0) -> bool:
+    """Fail the unit (``final``) or hand it back as ``pending`` for a retry in ``retry_in`` seconds."""
+    now = utcnow()
+    failure = {**error.to_dict(), "attempt": claim.attempts}
+    values: dict = {"failure": failure, "provider": provider, "lease_expires_at": None}
+    if final:
+        values.update(status="failed", classification="technical_failure", completed_at=now,
+                      duration_ms=int((now - claim.claimed_at).total_seconds() * 1000))
+    else:
+        values.update(status="pending", dispatched_at=now + timedelta(seconds=retry_in))
+    with db.session() as session:
+        return bool(session.execute(update(Execution).where(_held(claim)).values(**values)).rowcount)
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Exponential backoff with full jitter, bounded by UNIT_RETRY_MAX_SECONDS."""
+    ceiling = min(settings.unit_retry_max_seconds, settings.unit_retry_base_seconds * 2 ** (attempts - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    status: str  # completed | failed | retry | deadline | skipped
+    job_id: str | None = None
+    region: str | None = None
+    retry_in: float = 0.0
+    error: ProviderError | None = None
+
+
+def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int) -> UnitOutcome:
+    """Claim, call the provider, record. The caller re-dispatches on ``retry`` and finalises after."""
+    claim = claim_unit(db, settings, execution_id)
+    if claim is None:
+        return UnitOutcome("skipped")
+    if claim.claimed_at is None:
+        return UnitOutcome("failed", claim.job_id, claim.region)  # dead-lettered at claim
+    provider = registry.get(claim.region)
+    request = ProviderRequest(region=claim.region, model_id=claim.model_id, prompt=claim.prompt,
+                              question_id=claim.question_id, timeout_s=claim.call_timeout_s)
+    try:
+        answer = registry.call(claim.region, request)
+    except ProviderError as error:
+        if utcnow() >= claim.deadline_at:
+            # The call was cut by the job's deadline: leave the unit open; finalisation times it out.
+            return UnitOutcome("deadline", claim.job_id, claim.region, error=error)
+        retryable = error.transient and claim.attempts < settings.max_unit_attempts
+        delay = retry_delay(settings, claim.attempts) if retryable else 0.0
+        if not record_failure(db, claim, error, provider.name, final=not retryable, retry_in=delay):
+            return UnitOutcome("skipped")
+        return UnitOutcome("retry" if retryable else "failed", claim.job_id, claim.region, delay, error)
+    if not record_answer(db, claim, answer.output, answer.provider, answer.served_region):
+        return UnitOutcome("skipped")
+    return UnitOutcome("completed", claim.job_id, claim.region)
+
+
+def _open_units(session: Session, job_id: str):
+    return exists().where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
+
+
+def job_outcome(spec: JobSpec, units: list[Execution]) -> tuple[str, str]:
+    """``completed`` or ``failed`` by DESIGN's rules, with the reason."""
+    total = len(units)
+    successes = [u for u in units if u.status == "completed" and u.classification in SUCCESS_CLASSES]
+    rate = len(successes) / total if total else 0.0
+    regions_ok = {u.region for u in successes}
+    needed_regions = min(spec.min_regions, len(spec.regions))
+    reason = (f"{len(successes)}/{total} units succeeded (rate {rate:.2f}, needed {spec.min_success_rate:.2f}); "
+              f"{len(regions_ok)} regions with a success (needed {needed_regions})")
+    ok = rate >= spec.min_success_rate and len(regions_ok) >= needed_regions
+    return ("completed" if ok else "failed"), reason
+
+
+def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: bool = False) -> str | None:
+    """Finalise once: when no unit is open (or, with ``deadline``, past the deadline). Returns the status."""
+    now = utcnow()
+    with db.session() as session:
+        ready = Job.deadline_at <= now if deadline else ~_open_units(session, job_id)
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.finalizing_at.is_(None), ready)
+            .values(finalizing_at=now)
+        ).rowcount
+        if not claimed:
+            return None
+        session.execute(
+            update(Execution)
+            .where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
+            .values(status="timeout", completed_at=now, lease_expires_at=None, classification="technical_failure")
+        )
+        job = session.get(Job, job_id)
+        units = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
+        status, reason = job_outcome(stored_spec(job, settings), units)
+        job.analysis = analyse([execution_dict(u) for u in units], settings.analysis_thresholds)
+        job.status, job.status_reason, job.finished_at, job.updated_at = status, reason, now, now
+    log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason})
+    return status
+
+
+def execution_dict(execution: Execution) -> dict:
+    return {
+        "region": execution.region, "model_id": execution.model_id, "question_id": execution.question_id,
+        "status": execution.status, "classification": execution.classification, "output": execution.output,
+        "attempts": execution.attempts,
+    }
+
+
+def cancel_job(db: Database, job_id: str, reason: str) -> tuple[str, int]:
+    """Cancel a job that is not terminal: open units end ``cancelled``. Returns (status before, units)."""
+    from beacon.jobs import get_job, require_state
+
+    now = utcnow()
+    with db.session() as session:
+        job = get_job(session, job_id)
+        before = job.status
+        require_state(job, ("queued", "running"), "cancel")
+        moved = session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")), Job.finalizing_at.is_(None))
+            .values(status="cancelled", status_reason=reason, finished_at=now, updated_at=now, finalizing_at=now)
+        ).rowcount
+        if not moved:  # finalised between our read and the update
+            session.refresh(job)
+            require_state(job, ("queued", "running"), "cancel")
+        units = session.execute(
+            update(Execution).where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
+            .values(status="cancelled", completed_at=now, lease_expires_at=None)
+        ).rowcount
+    log.info("job cancelled", extra={"job_id": job_id, "units_cancelled": units, "reason": reason})
+    return before, units
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    finalized_by_deadline: int
+    finalized_late: int
+    units_redispatched: int
+    jobs_republished: int
+
+
+def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_job: Callable[[str], None]) -> SweepResult:
+    """The periodic safety net (beat): nothing accepted is left without a way to a terminal state."""
+    now = utcnow()
+    with db.session() as session:
+        overdue = list(session.scalars(
+            select(Job.id).where(Job.status == "running", Job.finalizing_at.is_(None), Job.deadline_at <= now)
+        ))
+        stalled = list(session.scalars(
+            select(Job.id).where(Job.status == "running", Job.finalizing_at.is_(None), ~_open_units(session, Job.id))
+        ))
+        queued = list(session.scalars(
+            select(Job.id).where(Job.status == "queued",
+                                 Job.created_at <= now - timedelta(seconds=settings.job_queued_grace_seconds))
+        ))
+        lost = or_(
+            and_(Execution.status == "running", Execution.lease_expires_at < now),
+            and_(Execution.status == "pending",
+                 Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)),
+        )
+        units = session.execute(
+            update(Execution)
+            .where(lost, Execution.job_id.in_(select(Job.id).where(Job.status == "running", Job.deadline_at > now)))
+            .where(or_(Execution.dispatched_at.is_(None),
+                       Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)))
+            .values(dispatched_at=now)
+            .returning(Execution.id, Execution.region)
+        ).all()
+    deadline_done = sum(1 for job_id in overdue if finalize_job(db, settings, job_id, deadline=True))
+    late_done = sum(1 for job_id in stalled if finalize_job(db, settings, job_id))
+    for execution_id, region in units:
+        dispatch(execution_id, region, 0)
+    for job_id in queued:
+        republish_job(job_id)
+    result = SweepResult(deadline_done, late_done, len(units), len(queued))
+    if any(vars(result).values()):
+        log.info("sweep", extra=vars(result))
+    return result

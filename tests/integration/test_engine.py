@@ -1,0 +1,330 @@
+"""The execution engine end to end: real API, real Postgres, a real Celery worker on Redis (and
+RabbitMQ), providers reached over HTTP on a real simulator server on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+from kombu import Connection, Queue
+from sqlalchemy import select, update
+
+from app import create_app
+from beacon import engine
+from beacon.celery_app import RUN_JOB, make_celery
+from beacon.db import database_for
+from beacon.models import Execution, Job
+from beacon.providers import serve_simulator
+from beacon.settings import Settings
+from beacon.signing import KeyPair, sign_document
+from beacon.timeutil import isoformat, utcnow
+from tests.conftest import RABBITMQ_URL, REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB
+from tests.support import WorkerProcess, body, make_spec, serve_wsgi, wait_for
+
+S = 10**9
+QUEUES = ["jobs", "region.US", "region.EU", "region.APAC"]
+QUESTIONS = ["math_basic", "tiananmen_neutral", "greatest_invention"]
+MODELS = ["llama3.2-1b", "mistral-7b"]
+
+
+def purge(broker_url: str) -> None:
+    with Connection(broker_url) as conn:
+        channel = conn.default_channel
+        for name in QUEUES:
+            Queue(name, channel=channel).declare()
+            Queue(name, channel=channel).purge()
+
+
+class Stack:
+    """API + worker + simulator sharing one configuration."""
+
+    def __init__(self, tmp: Path, pg_url: str, broker_url: str, keypair: KeyPair):
+        self.tmp, self.keypair, self.broker_url = tmp, keypair, broker_url
+        self.simulator = serve_simulator(latency_ms=5)
+        providers = tmp / "providers.toml"
+        providers.write_text(
+            "".join(
+                f'[regions.{region}]\nprovider = "{kind}"\nbase_url = "{self.simulator.url}"\nmax_in_flight = 16\n\n'
+                for region, kind in (("US", "hybrid_router"), ("EU", "openai"), ("APAC", "hybrid_router"))
+            )
+        )
+        keys = tmp / "trusted.json"
+        keys.write_text(json.dumps([{"kid": "t", "public_key": keypair.public_key_b64, "status": "active"}]))
+        self.env = {
+            "BEACON_DATA_DIR": str(tmp / "data"),
+            "DATABASE_URL": pg_url,
+            "CELERY_BROKER_URL": broker_url,
+            "PROVIDERS_FILE": str(providers),
+            "TRUSTED_KEYS_FILE": str(keys),
+            "UNIT_RETRY_BASE_SECONDS": "0.05",
+            "UNIT_RETRY_MAX_SECONDS": "0.2",
+            "UNIT_LEASE_MARGIN_SECONDS": "1",
+            "PENDING_REDISPATCH_SECONDS": "1",
+            "LOG_LEVEL": "WARNING",
+        }
+        self.settings = Settings.from_env(self.env)
+        self.db = database_for(pg_url)
+        self.celery = make_celery(self.settings)
+        purge(broker_url)
+        self.workers: list[WorkerProcess] = []
+        self._api = serve_wsgi(create_app(self.settings))
+        self.api = self._api.__enter__()
+
+    def start_worker(self) -> WorkerProcess:
+        worker = WorkerProcess(self.env, self.tmp / "worker.log", "engine").start(self.celery)
+        self.workers.append(worker)
+        return worker
+
+    def reset(self) -> None:
+        requests.post(f"{self.simulator.url}/_reset", timeout=5).raise_for_status()
+
+    def control(self, **payload) -> None:
+        requests.post(f"{self.simulator.url}/_control", json=payload, timeout=5).raise_for_status()
+
+    def served(self) -> list[dict]:
+        return requests.get(f"{self.simulator.url}/_requests", timeout=5).json()
+
+    def submit(self, **overrides) -> str:
+        spec = make_spec(self.keypair, **overrides)
+        response = requests.post(f"{self.api}/api/v1/jobs", data=body(spec),
+                                 headers={"Content-Type": "application/json"}, timeout=10)
+        assert response.status_code == 202, response.text
+        return spec["id"]
+
+    def job(self, job_id: str) -> dict:
+        return requests.get(f"{self.api}/api/v1/jobs/{job_id}", params={"include": "executions"}, timeout=10).json()
+
+    def wait_terminal(self, job_id: str, timeout: float = 60, sweep: bool = False) -> dict:
+        def done():
+            if sweep:
+                engine.sweep(self.db, self.settings, self.dispatch, self.republish)
+            view = self.job(job_id)
+            return view if view["status"] in ("completed", "failed", "cancelled") else None
+
+        return wait_for(done, timeout=timeout, interval=0.1, what=f"job {job_id} to end")
+
+    def dispatch(self, execution_id: int, region: str, countdown: float) -> None:
+        self.celery.send_task("beacon.execute_unit", args=[execution_id], queue=f"region.{region}")
+
+    def republish(self, job_id: str) -> None:
+        self.celery.send_task(RUN_JOB, args=[job_id], queue="jobs")
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self._api.__exit__(None, None, None)
+        self.simulator.close()
+
+
+def constraints(**values) -> dict:
+    return {"regions": ["US", "EU", "APAC"], "min_regions": 1, **values}
+
+
+@pytest.fixture(scope="module")
+def keys() -> KeyPair:
+    return KeyPair.generate()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, pg_url, keys):
+    stack = Stack(tmp_path_factory.mktemp("stack"), pg_url, f"{REDIS_BASE_URL}/{REDIS_BROKER_DB}", keys)
+    stack.start_worker()
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def fresh(stack, clean_db):
+    stack.reset()
+    return stack
+
+
+def test_three_regions_two_models_three_questions(fresh):
+    job_id = fresh.submit(questions=QUESTIONS, models=MODELS)
+    view = fresh.wait_terminal(job_id)
+    assert view["status"] == "completed", view["status_reason"]
+    units = view["executions"]
+    assert len(units) == 18
+    assert {(u["region"], u["model_id"], u["question_id"]) for u in units} == {
+        (r, m, q) for r in ("US", "EU", "APAC") for m in MODELS for q in QUESTIONS
+    }
+    for unit in units:
+        assert unit["status"] == "completed" and unit["attempts"] == 1
+        assert unit["served_region"] == unit["region"]
+        assert unit["started_at"] <= unit["completed_at"]
+        assert unit["output"] and len(unit["output_sha256"]) == 64
+        assert unit["provider"] in ("hybrid_router", "openai")
+    refusals = {(u["region"], u["question_id"]) for u in units if u["classification"] == "content_refusal"}
+    assert refusals == {("APAC", "tiananmen_neutral")}
+    assert view["counts"] == {"units": 18, "completed": 18, "failed": 0, "timeout": 0}
+    assert len(fresh.served()) == 18, "each unit called its provider exactly once"
+
+
+def test_units_of_different_regions_run_concurrently(fresh):
+    fresh.control(latency_ms=400)
+    job_id = fresh.submit()
+    assert fresh.wait_terminal(job_id)["status"] == "completed"
+    calls = {call["region"]: call for call in fresh.served()}
+    assert set(calls) == {"US", "EU", "APAC"}
+    latest_start = max(call["started"] for call in calls.values())
+    earliest_end = min(call["finished"] for call in calls.values())
+    assert latest_start < earliest_end, f"the three region calls did not overlap: {calls}"
+
+
+def test_transient_5xx_is_retried_and_recorded_once(fresh):
+    fresh.control(fail_next=[{"status": 503, "region": "EU"}, {"status": 502, "region": "EU"}])
+    job_id = fresh.submit()
+    view = fresh.wait_terminal(job_id)
+    assert view["status"] == "completed"
+    eu = [u for u in view["executions"] if u["region"] == "EU"]
+    assert len(eu) == 1 and eu[0]["status"] == "completed" and eu[0]["attempts"] == 3
+    assert "failure" not in eu[0]
+
+
+def test_4xx_fails_at_once_with_taxonomy(fresh):
+    fresh.control(fail_next=[{"status": 400, "region": "US"}])
+    job_id = fresh.submit(constraints=constraints(min_success_rate=0.5))
+    view = fresh.wait_terminal(job_id)
+    us = [u for u in view["executions"] if u["region"] == "US"][0]
+    assert us["status"] == "failed" and us["attempts"] == 1
+    assert us["classification"] == "technical_failure"
+    failure = us["failure"]
+    assert failure["code"] == "http_400" and failure["transient"] is False
+    assert failure["region"] == "US" and failure["model"] == "llama3.2-1b" and failure["stage"] == "response"
+    assert view["status"] == "completed"  # 2/3 ≥ 0.5
+    assert view["counts"]["failed"] == 1
+
+
+def test_min_success_rate_not_met_fails_the_job(fresh):
+    fresh.control(fail_next=[{"status": 404, "region": "US"}])
+    job_id = fresh.submit(constraints=constraints(min_success_rate=1.0))
+    view = fresh.wait_terminal(job_id)
+    assert view["status"] == "failed"
+    assert "2/3 units succeeded" in view["status_reason"]
+
+
+def test_min_regions_not_met_fails_the_job(fresh):
+    fresh.control(fail_next=[{"status": 400, "region": "US"}, {"status": 400, "region": "EU"}])
+    job_id = fresh.submit(constraints=constraints(min_success_rate=0, min_regions=2))
+    view = fresh.wait_terminal(job_id)
+    assert view["status"] == "failed"
+    assert "1 regions with a success (needed 2)" in view["status_reason"]
+
+
+def test_same_job_delivered_twice_gives_one_execution_set(fresh):
+    fresh.control(latency_ms=100)
+    job_id = fresh.submit(questions=["math_basic", "geography_basic"])
+    for _ in range(3):
+        fresh.republish(job_id)
+    view = fresh.wait_terminal(job_id)
+    assert view["status"] == "completed"
+    assert len(view["executions"]) == 6
+    with fresh.db.session() as session:
+        ids = list(session.scalars(select(Execution.id).where(Execution.job_id == job_id)))
+    for execution_id in ids:  # duplicate unit messages are no-ops too
+        fresh.dispatch(execution_id, "US", 0)
+    wait_for(lambda: len(fresh.served()) == 6, what="six provider calls")
+    assert all(u["attempts"] == 1 for u in fresh.job(job_id)["executions"])
+
+
+def test_cancel_mid_job(fresh, keys):
+    fresh.control(latency_ms=3000)
+    job_id = fresh.submit(questions=QUESTIONS)
+    wait_for(lambda: fresh.job(job_id)["status"] == "running", what="job running")
+    unauthorised = requests.post(f"{fresh.api}/api/v1/jobs/{job_id}/cancel", timeout=10)
+    assert unauthorised.status_code == 401
+    other = KeyPair.generate()
+    forged = sign_document({"action": "cancel", "job_id": job_id, "timestamp": isoformat(utcnow())}, other.signing_key)
+    assert requests.post(f"{fresh.api}/api/v1/jobs/{job_id}/cancel", json=forged, timeout=10).status_code == 403
+    signed = sign_document({"action": "cancel", "job_id": job_id, "timestamp": isoformat(utcnow()),
+                            "reason": "wrong model"}, keys.signing_key)
+    response = requests.post(f"{fresh.api}/api/v1/jobs/{job_id}/cancel", json=signed, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["units_cancelled"] == 9
+    view = fresh.job(job_id)
+    assert view["status"] == "cancelled" and view["status_reason"] == "wrong model"
+    assert {u["status"] for u in view["executions"]} == {"cancelled"}
+    again = requests.post(f"{fresh.api}/api/v1/jobs/{job_id}/cancel", json=signed, timeout=10)
+    assert again.status_code == 409 and again.json()["error_code"] == "invalid_state"
+    assert again.json()["details"]["status"] == "cancelled"
+    fresh.reset()  # release the slow calls; their answers must not be recorded
+    wait_for(lambda: all(c["finished"] for c in fresh.served()), what="slow calls to end")
+    assert {u["status"] for u in fresh.job(job_id)["executions"]} == {"cancelled"}
+
+
+def test_cancel_with_operator_token(make_settings, clean_db, trusted_keys_file, keypair):
+    """No worker consumes this broker database, so the job is still queued when cancelled."""
+    settings = make_settings(DATABASE_URL=clean_db, CELERY_BROKER_URL=f"{REDIS_BASE_URL}/{REDIS_IDLE_DB}",
+                             TRUSTED_KEYS_FILE=trusted_keys_file, OPERATOR_TOKENS="op-secret",
+                             VIEWER_TOKENS="view-secret")
+    with serve_wsgi(create_app(settings)) as api:
+        spec = make_spec(keypair)
+        assert requests.post(f"{api}/api/v1/jobs", data=body(spec), headers={"Content-Type": "application/json"},
+                             timeout=10).status_code == 202
+        url = f"{api}/api/v1/jobs/{spec['id']}/cancel"
+        assert requests.post(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+        assert requests.post(url, headers={"Authorization": "Bearer view-secret"}, timeout=10).status_code == 403
+        ok = requests.post(url, headers={"Authorization": "Bearer op-secret"}, timeout=10)
+        assert ok.status_code == 200 and ok.json()["previous_status"] == "queued"
+        assert requests.get(f"{api}/api/v1/jobs/{spec['id']}", timeout=10).json()["status"] == "cancelled"
+
+
+def test_provider_hang_times_out_units_and_finalises_by_the_deadline(fresh):
+    fresh.control(hang_next=100)
+    job_id = fresh.submit(constraints={"regions": ["US"], "min_regions": 1, "timeout": 30 * S,
+                                       "provider_timeout": 10 * S})
+    view = fresh.wait_terminal(job_id, timeout=60)
+    assert view["status"] == "failed"
+    [unit] = view["executions"]
+    assert unit["status"] == "timeout"
+    with fresh.db.session() as session:
+        job = session.get(Job, job_id)
+        lateness = (job.finished_at - job.deadline_at).total_seconds()
+    assert 0 <= lateness < 3, f"finalised {lateness:.1f}s after the deadline"
+
+
+def test_worker_killed_mid_unit_recovers(fresh):
+    fresh.control(region_latency_ms={"EU": 4000})
+    job_id = fresh.submit(constraints=constraints(provider_timeout=3 * S))
+    wait_for(lambda: any(c["region"] == "EU" and c["finished"] is None for c in fresh.served()),
+             what="the EU unit in flight")
+    killed = fresh.workers[-1]
+    killed.kill()
+    fresh.control(region_latency_ms={"EU": 5})
+    fresh.start_worker()
+    view = fresh.wait_terminal(job_id, timeout=60, sweep=True)
+    assert view["status"] == "completed"
+    assert len(view["executions"]) == 3
+    eu = [u for u in view["executions"] if u["region"] == "EU"][0]
+    assert eu["status"] == "completed" and eu["attempts"] == 2
+
+
+def test_poison_unit_is_dead_lettered(fresh):
+    job_id = fresh.submit(constraints={"regions": ["US"], "min_regions": 1})
+    view = fresh.wait_terminal(job_id)
+    # Replay a unit whose every claim "crashed": attempts exhausted and the lease expired.
+    with fresh.db.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="running", finalizing_at=None,
+                                                                      deadline_at=utcnow().replace(year=2100)))
+        session.execute(update(Execution).where(Execution.job_id == job_id).values(
+            status="running", attempts=fresh.settings.max_unit_attempts, lease_expires_at=utcnow().replace(year=2000)))
+    view = fresh.wait_terminal(job_id, sweep=True)
+    [unit] = view["executions"]
+    assert unit["status"] == "failed" and unit["failure"]["code"] == "poison"
+    assert unit["failure"]["dead_letter"] is True
+    assert unit["attempts"] == fresh.settings.max_unit_attempts
+
+
+def test_job_on_rabbitmq(tmp_path, pg_url, clean_db, keys):
+    stack = Stack(tmp_path, pg_url, RABBITMQ_URL, keys)
+    try:
+        stack.start_worker()
+        job_id = stack.submit(questions=QUESTIONS, models=MODELS)
+        view = stack.wait_terminal(job_id)
+        assert view["status"] == "completed"
+        assert len(view["executions"]) == 18
+        assert len(stack.served()) == 18
+    finally:
+        stack.close()

@@ -1,0 +1,101 @@
+"""The outbox: Redis down never blocks ingest nor loses a job; relays never publish a row twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import redis
+import requests
+from sqlalchemy import func, select
+
+from app import create_app
+from beacon.celery_app import make_celery
+from beacon.db import database_for
+from beacon.models import OutboxMessage
+from beacon.outbox import celery_publisher, enqueue, relay
+from tests.support import OwnRedis, body, make_spec, serve_wsgi
+
+JSON = {"Content-Type": "application/json"}
+
+
+def queued_job_ids(redis_url: str) -> list[str]:
+    messages = redis.Redis.from_url(redis_url).lrange("jobs", 0, -1)
+    return [json.loads(json.loads(m)["headers"]["argsrepr"].replace("'", '"'))[0] for m in messages]
+
+
+def unpublished(url: str) -> int:
+    with database_for(url).session() as session:
+        return session.scalar(select(func.count()).where(OutboxMessage.published_at.is_(None)))
+
+
+def make_due(url: str) -> None:
+    """Skip the backoff wait of every row."""
+    with database_for(url).session() as session:
+        for row in session.scalars(select(OutboxMessage)):
+            row.next_attempt_at = None
+
+
+def test_redis_down_ingest_still_accepts_and_relay_publishes_each_once(
+    tmp_path, make_settings, clean_db, trusted_keys_file, keypair
+):
+    own = OwnRedis(tmp_path)
+    own.start()
+    try:
+        settings = make_settings(
+            DATABASE_URL=clean_db, REDIS_URL=own.url, TRUSTED_KEYS_FILE=trusted_keys_file,
+        )
+        flask_app = create_app(settings)
+        with serve_wsgi(flask_app) as api:
+            own.stop()
+            ids = []
+            for _ in range(5):
+                spec = make_spec(keypair)
+                response = requests.post(f"{api}/api/v1/jobs", data=body(spec), headers=JSON, timeout=30)
+                assert response.status_code == 202, response.text
+                ids.append(spec["id"])
+            assert unpublished(clean_db) == 5, "outbox rows wait while Redis is down"
+
+            # The relay while Redis is still down: nothing published, rows back off, none lost.
+            celery = make_celery(settings)
+            assert relay(database_for(clean_db), celery_publisher(celery)).failed == 0, "rows are backing off"
+            make_due(clean_db)
+            down = relay(database_for(clean_db), celery_publisher(celery))
+            assert (down.published, down.failed) == (0, 1)
+            assert unpublished(clean_db) == 5
+
+            own.start()
+            make_due(clean_db)
+            up = relay(database_for(clean_db), celery_publisher(celery))
+            assert (up.published, up.failed) == (5, 0)
+            again = relay(database_for(clean_db), celery_publisher(celery))
+            assert (again.published, again.failed) == (0, 0)
+            assert unpublished(clean_db) == 0
+            assert sorted(queued_job_ids(own.url)) == sorted(ids), "every job published exactly once"
+    finally:
+        own.stop()
+
+
+def test_concurrent_relays_never_publish_twice(pg_settings, redis_urls):
+    db = database_for(pg_settings.database_url)
+    with db.session() as session:
+        for index in range(300):
+            enqueue(session, "beacon.run_job", "jobs", [f"job-{index}"])
+    published: list[str] = []
+    lock = threading.Lock()
+
+    def publish(message: OutboxMessage) -> None:
+        with lock:
+            published.append(message.args[0])
+
+    def run() -> None:
+        while relay(db, publish, batch=7).published:
+            pass
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(published) == sorted(f"job-{i}" for i in range(300))
+    assert unpublished(pg_settings.database_url) == 0

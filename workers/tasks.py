@@ -1,0 +1,41 @@
+"""The job tasks: thin wrappers that hand each message to the engine."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import current_app, shared_task
+
+from beacon import engine
+from beacon.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
+from beacon.db import get_database
+from beacon.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def dispatch_unit(execution_id: int, region: str, countdown: float) -> None:
+    current_app.send_task(EXECUTE_UNIT, args=[execution_id], queue=region_queue(region),
+                          countdown=countdown or None)
+
+
+def publish_run_job(job_id: str) -> None:
+    current_app.send_task(RUN_JOB, args=[job_id], queue=JOBS_QUEUE)
+
+
+@shared_task(name=RUN_JOB, ignore_result=True)
+def run_job(job_id: str) -> int:
+    return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit)
+
+
+@shared_task(name=EXECUTE_UNIT, ignore_result=True)
+def execute_unit(execution_id: int) -> str:
+    settings, db = get_settings(), get_database()
+    outcome = engine.run_unit(db, settings, engine.provider_registry(settings), execution_id)
+    if outcome.status == "retry":
+        dispatch_unit(execution_id, outcome.region, outcome.retry_in)
+    elif outcome.status in ("completed", "failed"):
+        engine.finalize_job(db, settings, outcome.job_id)
+    elif outcome.status == "deadline":
+        engine.finalize_job(db, settings, outcome.job_id, deadline=True)
+    return outcome.status
