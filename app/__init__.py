@@ -9,6 +9,9 @@ from app.services import Services
 from beacon.logs import configure_logging
 from beacon.settings import Settings, get_settings
 
+# Each module has a Blueprint ``bp`` and documents its routes in ``OPENAPI``.
+BLUEPRINT_MODULES = (health, jobs, openapi)
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
@@ -18,6 +21,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     flask_app.json.sort_keys = False
     flask_app.extensions["beacon"] = Services.build(settings)
     errors.register(flask_app)
-    for blueprint in (health.bp, jobs.bp, openapi.bp):
-        flask_app.register_blueprint(blueprint)
+    for module in BLUEPRINT_MODULES:
+        flask_app.register_blueprint(module.bp)
     return flask_app

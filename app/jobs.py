@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, jsonify, request
 
+from app.openapi import PAGE, error_responses, json_response, path_param, query_param
 from app.services import services
 from beacon import engine, executions, jobs
 from beacon.cancellation import authorize_cancel
@@ -11,6 +14,95 @@ from beacon.ingest import decode_json, require_json_content_type
 from beacon.questions import load_catalogue
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
+
+OPENAPI: dict[str, dict[str, Any]] = {
+    "/api/v1/jobs": {
+        "post": {
+            "summary": "Submit a signed JobSpec",
+            "description": (
+                "Checks, in order: Content-Type, size, JSON, schema, signature-failure rate limit, "
+                "trusted key, timestamp window, signature, Idempotency-Key, nonce, job id."
+            ),
+            "parameters": [
+                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256}}
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+            },
+            "responses": {
+                "202": json_response(
+                    {"type": "object", "properties": {"id": {"type": "string"}, "status": {"const": "enqueued"}}},
+                    "accepted and enqueued",
+                ),
+                "200": json_response(
+                    {"type": "object", "properties": {"id": {"type": "string"}, "idempotent": {"const": True}}},
+                    "the same Idempotency-Key and body were accepted before; nothing created",
+                ),
+                **error_responses(400, 409, 413, 415, 429, 503),
+            },
+        },
+        "get": {
+            "summary": "List jobs, newest first",
+            "parameters": PAGE,
+            "responses": {"200": json_response({"$ref": "#/components/schemas/JobList"}, "a page of jobs"), **error_responses(400)},
+        },
+    },
+    "/api/v1/jobs/{job_id}": {
+        "get": {
+            "summary": "One job",
+            "parameters": [
+                path_param("job_id", "the JobSpec id"),
+                query_param("include", {"type": "string", "enum": ["executions"]}, "embed the job's executions"),
+            ],
+            "responses": {"200": json_response({"$ref": "#/components/schemas/Job"}, "the job"), **error_responses(404)},
+        },
+    },
+    "/api/v1/jobs/{job_id}/executions": {
+        "get": {
+            "summary": "Every execution (unit) of a job",
+            "parameters": [path_param("job_id", "the JobSpec id")],
+            "responses": {"200": json_response({"$ref": "#/components/schemas/ExecutionList"}, "the units"), **error_responses(404)},
+        },
+    },
+    "/api/v1/jobs/{job_id}/cancel": {
+        "post": {
+            "summary": "Cancel a job that is not terminal",
+            "description": (
+                "Authorised by `Authorization: Bearer <operator or admin token>` or by a body signed with "
+                "the job's own key: {action: 'cancel', job_id, timestamp, reason?, public_key, signature}."
+            ),
+            "parameters": [path_param("job_id", "the JobSpec id")],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": json_response({"type": "object", "properties": {
+                    "id": {"type": "string"}, "status": {"const": "cancelled"},
+                    "previous_status": {"type": "string"}, "units_cancelled": {"type": "integer"}}}, "cancelled"),
+                **error_responses(400, 401, 403, 404, 409),
+            },
+        },
+    },
+    "/api/v1/executions": {
+        "get": {
+            "summary": "List executions, newest first",
+            "parameters": PAGE,
+            "responses": {"200": json_response({"$ref": "#/components/schemas/ExecutionList"}, "a page"), **error_responses(400)},
+        },
+    },
+    "/api/v1/executions/{execution_id}": {
+        "get": {
+            "summary": "One execution",
+            "parameters": [path_param("execution_id", "the execution id")],
+            "responses": {"200": json_response({"$ref": "#/components/schemas/Execution"}, "the execution"), **error_responses(404)},
+        },
+    },
+    "/api/v1/questions": {
+        "get": {
+            "summary": "The question catalogue JobSpec questions refer to",
+            "responses": {"200": json_response({"type": "object", "properties": {"questions": {"type": "array"}}}, "catalogue")},
+        },
+    },
+}
 
 
 @bp.post("/jobs")

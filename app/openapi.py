@@ -1,4 +1,7 @@
-"""GET /openapi.json: the document of every route (a test fails when one is missing)."""
+"""GET /openapi.json: the document of every route (a test fails when one is missing).
+
+Each blueprint module documents its own routes in ``OPENAPI``; shared schemas live here.
+"""
 
 from __future__ import annotations
 
@@ -13,122 +16,26 @@ bp = Blueprint("openapi", __name__)
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+def json_response(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    return {str(code): _json(ERROR, "error envelope") for code in codes}
+def error_responses(*codes: int) -> dict[str, Any]:
+    return {str(code): json_response(ERROR, "error envelope") for code in codes}
 
 
-def _path_param(name: str, description: str) -> dict[str, Any]:
+def path_param(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+def query_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 PAGE = [
-    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "page size"),
-    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+    query_param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "page size"),
+    query_param("cursor", {"type": "string"}, "next_cursor of the previous page"),
 ]
-
-# path → method → operation. Flask's <name> placeholders are written {name}.
-PATHS: dict[str, dict[str, Any]] = {
-    "/health/live": {
-        "get": {"summary": "The process is up", "responses": {"200": _json({"type": "object"}, "alive")}},
-    },
-    "/openapi.json": {
-        "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}},
-    },
-    "/api/v1/jobs": {
-        "post": {
-            "summary": "Submit a signed JobSpec",
-            "description": (
-                "Checks, in order: Content-Type, size, JSON, schema, signature-failure rate limit, "
-                "trusted key, timestamp window, signature, Idempotency-Key, nonce, job id."
-            ),
-            "parameters": [
-                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256}}
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
-            },
-            "responses": {
-                "202": _json(
-                    {"type": "object", "properties": {"id": {"type": "string"}, "status": {"const": "enqueued"}}},
-                    "accepted and enqueued",
-                ),
-                "200": _json(
-                    {"type": "object", "properties": {"id": {"type": "string"}, "idempotent": {"const": True}}},
-                    "the same Idempotency-Key and body were accepted before; nothing created",
-                ),
-                **_errors(400, 409, 413, 415, 429, 503),
-            },
-        },
-        "get": {
-            "summary": "List jobs, newest first",
-            "parameters": PAGE,
-            "responses": {"200": _json({"$ref": "#/components/schemas/JobList"}, "a page of jobs"), **_errors(400)},
-        },
-    },
-    "/api/v1/jobs/{job_id}": {
-        "get": {
-            "summary": "One job",
-            "parameters": [
-                _path_param("job_id", "the JobSpec id"),
-                _query("include", {"type": "string", "enum": ["executions"]}, "embed the job's executions"),
-            ],
-            "responses": {"200": _json({"$ref": "#/components/schemas/Job"}, "the job"), **_errors(404)},
-        },
-    },
-    "/api/v1/jobs/{job_id}/executions": {
-        "get": {
-            "summary": "Every execution (unit) of a job",
-            "parameters": [_path_param("job_id", "the JobSpec id")],
-            "responses": {"200": _json({"$ref": "#/components/schemas/ExecutionList"}, "the units"), **_errors(404)},
-        },
-    },
-    "/api/v1/jobs/{job_id}/cancel": {
-        "post": {
-            "summary": "Cancel a job that is not terminal",
-            "description": (
-                "Authorised by `Authorization: Bearer <operator or admin token>` or by a body signed with "
-                "the job's own key: {action: 'cancel', job_id, timestamp, reason?, public_key, signature}."
-            ),
-            "parameters": [_path_param("job_id", "the JobSpec id")],
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
-            "responses": {
-                "200": _json({"type": "object", "properties": {
-                    "id": {"type": "string"}, "status": {"const": "cancelled"},
-                    "previous_status": {"type": "string"}, "units_cancelled": {"type": "integer"}}}, "cancelled"),
-                **_errors(400, 401, 403, 404, 409),
-            },
-        },
-    },
-    "/api/v1/executions": {
-        "get": {
-            "summary": "List executions, newest first",
-            "parameters": PAGE,
-            "responses": {"200": _json({"$ref": "#/components/schemas/ExecutionList"}, "a page"), **_errors(400)},
-        },
-    },
-    "/api/v1/executions/{execution_id}": {
-        "get": {
-            "summary": "One execution",
-            "parameters": [_path_param("execution_id", "the execution id")],
-            "responses": {"200": _json({"$ref": "#/components/schemas/Execution"}, "the execution"), **_errors(404)},
-        },
-    },
-    "/api/v1/questions": {
-        "get": {
-            "summary": "The question catalogue JobSpec questions refer to",
-            "responses": {"200": _json({"type": "object", "properties": {"questions": {"type": "array"}}}, "catalogue")},
-        },
-    },
-}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -231,11 +138,24 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+OPENAPI = {
+    "/openapi.json": {
+        "get": {"summary": "This document", "responses": {"200": json_response({"type": "object"}, "OpenAPI 3.1")}},
+    },
+}
+
+
 def document() -> dict[str, Any]:
+    """Every registered blueprint module's ``OPENAPI`` paths (Flask's <name> written {name})."""
+    from app import BLUEPRINT_MODULES
+
+    paths: dict[str, Any] = {}
+    for module in BLUEPRINT_MODULES:
+        paths.update(module.OPENAPI)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Beacon Runner API", "version": __version__},
-        "paths": PATHS,
+        "paths": paths,
         "components": {"schemas": SCHEMAS},
     }
 

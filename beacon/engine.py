@@ -21,8 +21,8 @@ import hashlib
 import logging
 import random
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import timedelta
+from functools import lru_cache
 from typing import Callable
 
 from sqlalchemy import and_, exists, insert, or_, select, update
@@ -34,7 +34,7 @@ from beacon.analysis import analyse
 from beacon.classify import classify
 from beacon.db import Database
 from beacon.jobspec import JobSpec, parse_jobspec
-from beacon.models import EXECUTION_TERMINAL, Execution, Job
+from beacon.models import Execution, Job
 from beacon.providers import ProviderError, ProviderRegistry, ProviderRequest, load_provider_configs
 from beacon.questions import load_catalogue
 from beacon.settings import Settings

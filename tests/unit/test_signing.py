@@ -6,7 +6,8 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beacon.canonical import canonical_json, go_float, loads
 from beacon.signing import KeyPair, sign_document, verify_document
