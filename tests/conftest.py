@@ -16,9 +16,10 @@ PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgre
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 # Separate Redis databases per concern, away from db 0, so a test's flush never wipes a real queue.
-REDIS_BROKER_DB = 11
-REDIS_LIMITS_DB = 12
-REDIS_IDLE_DB = 13  # a broker database no test worker consumes
+# (Override the numbers with TEST_REDIS_DB_BASE to run two suites side by side.)
+REDIS_BROKER_DB = int(os.environ.get("TEST_REDIS_DB_BASE", "11"))
+REDIS_LIMITS_DB = REDIS_BROKER_DB + 1
+REDIS_IDLE_DB = REDIS_BROKER_DB + 2  # a broker database no test worker consumes
 
 
 @pytest.fixture(scope="session")
