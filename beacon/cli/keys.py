@@ -88,15 +88,33 @@ def verify(file: str) -> None:
     click.echo(f"OK: signature verifies ({form} form)")
 
 
+def post_job(base: str, doc: dict, idempotency_key: str | None = None):
+    """POST a signed spec; returns the response (raises ClickException when the API is unreachable)."""
+    import requests
+
+    headers = {"Content-Type": "application/json"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    body = json.dumps(doc, ensure_ascii=False).encode()
+    try:
+        return requests.post(f"{base}/api/v1/jobs", data=body, headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Sign with this key first (needed unless FILE is already signed).")
 @click.option("--url", envvar="BEACON_URL", default=None, help="API base URL (default: http://127.0.0.1:PORT).")
 @click.option("--idempotency-key", default=None)
-def submit(file: str, key_path: str | None, url: str | None, idempotency_key: str | None) -> None:
-    """Submit a JobSpec (signing it first with --key) and print the answer."""
-    import requests
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Follow the job until it ends and print its answers.")
+def submit(file: str, key_path: str | None, url: str | None, idempotency_key: str | None, follow: bool) -> None:
+    """Submit a JobSpec (signing it first with --key), follow it, print answers per question × region."""
+    from rich.console import Console
+
+    from beacon.follow import answers_table, follow_job
 
     doc = read_json_file(file)
     if key_path:
@@ -104,14 +122,13 @@ def submit(file: str, key_path: str | None, url: str | None, idempotency_key: st
     elif not doc.get("signature"):
         raise click.ClickException("the spec is not signed; pass --key")
     base = url or f"http://127.0.0.1:{get_settings().port}"
-    headers = {"Content-Type": "application/json"}
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    body = json.dumps(doc, ensure_ascii=False).encode()
-    try:
-        response = requests.post(f"{base}/api/v1/jobs", data=body, headers=headers, timeout=30)
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+    response = post_job(base, doc, idempotency_key)
     click.echo(f"{response.status_code} {response.text.strip()}")
     if response.status_code not in (200, 202):
         sys.exit(1)
+    if not follow:
+        return
+    console = Console()
+    job = follow_job(base, response.json()["id"], console)
+    console.print(answers_table(job))
+    sys.exit(0 if job["status"] == "completed" else 1)

@@ -1,0 +1,69 @@
+"""Client side of a submission: follow a job over HTTP until it ends, then show its answers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import requests
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def follow_job(base_url: str, job_id: str, console: Console, timeout_s: float = 3600, poll_s: float = 0.25,
+               check: Callable[[], None] | None = None) -> dict:
+    """Poll the job with a progress bar until it is terminal; returns the job with its executions.
+
+    ``check`` runs before each poll and may raise to stop following (e.g. a process died).
+    """
+    url = f"{base_url}/api/v1/jobs/{job_id}"
+    deadline = time.monotonic() + timeout_s
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(f"{job_id} queued", total=None)
+        while True:
+            if check:
+                check()
+            response = requests.get(url, params={"include": "executions"}, timeout=30)
+            response.raise_for_status()
+            job = response.json()
+            counts = job["counts"]
+            done = counts["completed"] + counts["failed"] + counts["timeout"]
+            progress.update(bar, total=counts["units"] or None, completed=done,
+                            description=f"{job_id} {job['status']}")
+            if job["status"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s:.0f}s")
+            time.sleep(poll_s)
+
+
+def _cell(execution: dict[str, Any], width: int = 90) -> str:
+    if execution["status"] != "completed":
+        code = (execution.get("failure") or {}).get("code", "")
+        return f"[red]{execution['status']}[/red] {code}".strip()
+    style = "yellow" if execution["classification"] == "content_refusal" else "green"
+    text = " ".join((execution["output"] or "").split())
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return f"[{style}]{execution['classification']}[/{style}]\n{text}"
+
+
+def answers_table(job: dict[str, Any]) -> Table:
+    """One row per question × model, one column per region."""
+    executions = job.get("executions", [])
+    regions = list(dict.fromkeys(job["spec"]["constraints"]["regions"]))
+    table = Table(title=f"{job['id']}: {job['status']}", show_lines=True)
+    table.add_column("question")
+    table.add_column("model")
+    for region in regions:
+        table.add_column(region)
+    cells: dict[tuple[str, str], dict[str, dict]] = {}
+    for execution in executions:
+        cells.setdefault((execution["question_id"], execution["model_id"]), {})[execution["region"]] = execution
+    for (question, model), by_region in sorted(cells.items()):
+        table.add_row(question, model, *(_cell(by_region[r]) if r in by_region else "" for r in regions))
+    return table
