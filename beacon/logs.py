@@ -18,19 +18,19 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        # level and message first, then the context and the record's own fields, then where and when.
+        fields = {**log_context.get(),
+                  **{k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}}
         entry: dict[str, Any] = {
             "level": record.levelname.lower(),
             "message": record.getMessage(),
+            **fields,
             "logger": record.name,
             "time": isoformat(utcnow()),
         }
-        entry.update(log_context.get())
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return json.dumps(entry, default=str, separators=(",", ":"))
 
 
 def bind(**fields: Any) -> contextvars.Token:

@@ -9,6 +9,7 @@ from celery import current_app, shared_task
 from beacon import engine
 from beacon.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
 from beacon.db import get_database
+from beacon.observability.units import job_context, observe_unit
 from beacon.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -25,17 +26,20 @@ def publish_run_job(job_id: str) -> None:
 
 @shared_task(name=RUN_JOB, ignore_result=True)
 def run_job(job_id: str) -> int:
-    return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit)
+    with job_context(job_id):
+        return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit)
 
 
 @shared_task(name=EXECUTE_UNIT, ignore_result=True)
 def execute_unit(execution_id: int) -> str:
     settings, db = get_settings(), get_database()
-    outcome = engine.run_unit(db, settings, engine.provider_registry(settings), execution_id)
-    if outcome.status == "retry":
-        dispatch_unit(execution_id, outcome.region, outcome.retry_in)
-    elif outcome.status in ("completed", "failed"):
-        engine.finalize_job(db, settings, outcome.job_id)
-    elif outcome.status == "deadline":
-        engine.finalize_job(db, settings, outcome.job_id, deadline=True)
+    with observe_unit(db, engine.provider_registry(settings), execution_id) as unit:
+        outcome = engine.run_unit(db, settings, unit.registry, execution_id)
+        unit.outcome(outcome)
+        if outcome.status == "retry":
+            dispatch_unit(execution_id, outcome.region, outcome.retry_in)
+        elif outcome.status in ("completed", "failed"):
+            unit.finalised(engine.finalize_job(db, settings, outcome.job_id))
+        elif outcome.status == "deadline":
+            unit.finalised(engine.finalize_job(db, settings, outcome.job_id, deadline=True))
     return outcome.status

@@ -1,0 +1,1 @@
+"""Observability shared by every role: Sentry, Prometheus metrics, health probes, unit instrumentation."""
