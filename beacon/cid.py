@@ -30,6 +30,7 @@ Public API::
     cid_v0(data) -> str, cid_v1(data) -> str          # root only, no blocks kept
     cid_v0_to_v1(cid) -> str
     parse_cid(text) -> Cid                            # ValueError on anything malformed
+    read_file_node(block) -> (child CIDv0s, file bytes)  # decode one block of such a DAG
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "cid_v1",
     "cid_v0_to_v1",
     "parse_cid",
+    "read_file_node",
 ]
 
 CHUNK_SIZE = 262144  # Kubo's default fixed-size chunker (size-262144)
@@ -477,3 +479,59 @@ def cid_v0(data: bytes | bytearray | memoryview) -> str:
 def cid_v1(data: bytes | bytearray | memoryview) -> str:
     """The CIDv1 (dag-pb, base32) of the same DAG as ``cid_v0``."""
     return cid_v0_to_v1(cid_v0(data))
+
+
+# --------------------------------------------------------------------------- DAG reading
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, bytes | int]]:
+    """(field number, value) of a protobuf message with only varint and length-delimited fields."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+            yield number, value
+        elif wire == 2:
+            length, pos = _read_varint(buf, pos)
+            if pos + length > len(buf):
+                raise ValueError("truncated protobuf field")
+            yield number, buf[pos : pos + length]
+            pos += length
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+
+
+def read_file_node(block: bytes) -> tuple[list[str], bytes]:
+    """Decode one dag-pb block of a UnixFS file: (child CIDv0 strings in order, the file bytes it holds).
+
+    A leaf has no children and holds its chunk; an intermediate node holds no bytes itself.
+    Raises ValueError for anything that is not a UnixFS ``File`` node with sha2-256 links.
+    """
+    children: list[str] = []
+    unixfs: bytes | None = None
+    for number, value in _fields(block):
+        if number == 2 and isinstance(value, bytes):
+            hashes = [v for n, v in _fields(value) if n == 1]
+            if len(hashes) != 1 or not isinstance(hashes[0], bytes) or hashes[0][:2] != _MH_PREFIX \
+                    or len(hashes[0]) != 2 + _SHA2_256_LEN:
+                raise ValueError("dag-pb link without a sha2-256 multihash")
+            children.append(_b58encode(hashes[0]))
+        elif number == 1 and isinstance(value, bytes):
+            unixfs = value
+        else:
+            raise ValueError(f"unexpected dag-pb field {number}")
+    if unixfs is None:
+        raise ValueError("dag-pb node without UnixFS data")
+    kind, data = None, b""
+    for number, value in _fields(unixfs):
+        if number == 1:
+            kind = value
+        elif number == 2 and isinstance(value, bytes):
+            data = value
+    if kind != _UNIXFS_FILE:
+        raise ValueError("not a UnixFS file node")
+    if children and data:
+        raise ValueError("a UnixFS node with links must not hold data itself")
+    return children, data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery.schedules import crontab
 
-from beacon.celery_app import JOBS_QUEUE, PURGE, RELAY_OUTBOX, SWEEP
+from beacon.celery_app import JOBS_QUEUE, PURGE, RELAY_OUTBOX, RETRY_PINS, SWEEP
 from beacon.settings import Settings
 
 
@@ -20,6 +20,11 @@ def beat_schedule(settings: Settings) -> dict:
             "task": SWEEP,
             "schedule": float(settings.sweep_interval_seconds),
             "options": {"queue": JOBS_QUEUE, "expires": settings.sweep_interval_seconds},
+        },
+        "retry-pins": {
+            "task": RETRY_PINS,
+            "schedule": float(settings.pin_retry_interval_seconds),
+            "options": {"queue": JOBS_QUEUE, "expires": settings.pin_retry_interval_seconds},
         },
         "purge-expired": {
             "task": PURGE,

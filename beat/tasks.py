@@ -6,9 +6,10 @@ import logging
 
 from celery import current_app, shared_task
 
-from beacon import engine, retention
-from beacon.celery_app import PURGE, RELAY_OUTBOX, SWEEP
+from beacon import bundles, engine, retention
+from beacon.celery_app import PURGE, RELAY_OUTBOX, RETRY_PINS, SWEEP
 from beacon.db import get_database
+from beacon.observability.tracing import traced_publisher
 from beacon.outbox import celery_publisher, relay
 from beacon.settings import get_settings
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @shared_task(name=RELAY_OUTBOX, ignore_result=True, acks_late=False)
 def relay_outbox() -> dict:
-    result = relay(get_database(), celery_publisher(current_app))
+    result = relay(get_database(), traced_publisher(celery_publisher(current_app)))  # each in its job's trace
     if result.published or result.failed:
         log.info("outbox relayed", extra={"published": result.published, "failed": result.failed})
     return {"published": result.published, "failed": result.failed}
@@ -35,4 +36,13 @@ def sweep() -> dict:
 def purge() -> dict:
     counts = retention.purge(get_database(), get_settings())
     log.info("expired rows purged", extra=counts)
+    return counts
+
+
+@shared_task(name=RETRY_PINS, ignore_result=True, acks_late=False)
+def retry_pins() -> dict:
+    """Pin the evidence bundles whose pin failed and whose backoff has passed (IPFS_API_URL set)."""
+    counts = bundles.retry_pins(get_database(), get_settings())
+    if any(counts.values()):
+        log.info("bundle pins retried", extra=counts)
     return counts

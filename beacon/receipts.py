@@ -1,0 +1,54 @@
+"""Execution receipts: each execution record, signed by the runner's key at finalisation.
+
+A receipt is the execution resource (``beacon.executions.execution_resource``) plus ``kind``,
+``receipt_version``, ``runner_key_id`` and ``issued_at``, signed over its canonical JSON (the
+JobSpec signing form: ``signature`` and ``public_key`` blanked). The exact canonical text goes
+into the job's bundle and into the ``receipts`` table, so the API serves what was bundled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from beacon.canonical import canonical_json
+from beacon.errors import ApiError
+from beacon.executions import execution_resource, get_execution
+from beacon.identity import RECEIPT_KIND, RunnerIdentity
+from beacon.models import Execution, Receipt
+from beacon.timeutil import isoformat
+
+RECEIPT_VERSION = 1
+
+
+def build_receipt(identity: RunnerIdentity, execution: Execution, issued_at: datetime) -> dict[str, Any]:
+    doc = {
+        **execution_resource(execution),
+        "kind": RECEIPT_KIND,
+        "receipt_version": RECEIPT_VERSION,
+        "runner_key_id": identity.key_id,
+        "issued_at": isoformat(issued_at),
+    }
+    return identity.sign(doc)
+
+
+def store_receipts(session: Session, job_id: str, bundle_cid: str, receipts: Iterable[dict[str, Any]]) -> None:
+    """Keep the job's receipts as bundled (a re-finalised job's receipts replace the old ones)."""
+    session.execute(delete(Receipt).where(Receipt.job_id == job_id))
+    session.add_all(
+        Receipt(execution_id=doc["id"], job_id=job_id, bundle_cid=bundle_cid, document=canonical_json(doc).decode())
+        for doc in receipts
+    )
+
+
+def receipt_text(session: Session, execution_id: str) -> str:
+    """The canonical JSON of an execution's receipt; 404 unknown execution, 409 not finalised yet."""
+    execution = get_execution(session, execution_id)
+    receipt = session.get(Receipt, execution.id)
+    if receipt is None:
+        raise ApiError(409, "invalid_state", f"execution {execution.id} has no receipt yet: its job is not finalised",
+                       {"status": execution.status})
+    return receipt.document
