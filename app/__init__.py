@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app import errors, health, jobs, openapi
+from app import admin, errors, evidence, health, jobs, openapi, ops
 from app.services import Services
 from beacon.logs import configure_logging
+from beacon.observability.sentry import init_sentry
 from beacon.settings import Settings, get_settings
 
 # Each module has a Blueprint ``bp`` and documents its routes in ``OPENAPI``.
-BLUEPRINT_MODULES = (health, jobs, openapi)
+BLUEPRINT_MODULES = (ops, health, jobs, openapi, admin, evidence)  # ops first: its request hooks run first
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    init_sentry(settings, "api")
     flask_app = Flask(__name__)
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     flask_app.json.sort_keys = False

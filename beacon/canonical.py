@@ -7,6 +7,7 @@ Keys sorted, no whitespace, non-ASCII kept as UTF-8, strings escaped the way Go 
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -26,19 +27,21 @@ _ESCAPES = {
 }
 
 
-def _escape_char(ch: str) -> str:
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
     if ch in _ESCAPES:
         return _ESCAPES[ch]
-    code = ord(ch)
-    if code < 0x20:
-        return f"\\u{code:04x}"
-    if 0xD800 <= code <= 0xDFFF:  # a lone surrogate is invalid UTF-8; Go writes U+FFFD
-        return "\ufffd"
-    return ch
+    if ch <= "\x1f":
+        return f"\\u{ord(ch):04x}"
+    return "\ufffd"  # a lone surrogate is invalid UTF-8; Go writes U+FFFD
+
+
+# Everything Go's encoder does not copy through as it is.
+_NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
 
 
 def _string(value: str) -> str:
-    return '"' + "".join(_escape_char(ch) for ch in value) + '"'
+    return '"' + _NEEDS_ESCAPE.sub(_escape_char, value) + '"'
 
 
 def go_float(value: float) -> str:
@@ -95,11 +98,45 @@ def _encode(value: Any, out: list[str]) -> None:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def canonical_json(value: Any) -> bytes:
-    """The canonical UTF-8 bytes of a JSON value."""
+def encode_portable(value: Any) -> bytes:
+    """The canonical bytes, written value by value (the reference for ``canonical_json``)."""
     out: list[str] = []
     _encode(value, out)
     return "".join(out).encode("utf-8", errors="surrogatepass")
+
+
+# Characters the standard library's encoder copies through but Go escapes (only ever inside strings).
+_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                            "\u2029": "\\u2029"})
+
+
+def _stdlib_writes_it_as_go(value: Any) -> bool:
+    """True when json.dumps differs from Go only in the characters of ``_HTML_SAFE``: string keys,
+    no float that Go prints differently (integral, or in Python's but not Go's exponent range)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")) or go_float(item) != repr(item):
+                return False
+        elif isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return False
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return True
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical UTF-8 bytes of a JSON value (the C encoder when it gives the same bytes)."""
+    if _stdlib_writes_it_as_go(value):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        try:
+            return text.translate(_HTML_SAFE).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: Go writes U+FFFD, see _escape_char
+            pass
+    return encode_portable(value)
 
 
 def _parse_int(text: str) -> int | float:

@@ -13,6 +13,7 @@ EXECUTE_UNIT = "beacon.execute_unit"
 RELAY_OUTBOX = "beacon.relay_outbox"
 SWEEP = "beacon.sweep"
 PURGE = "beacon.purge"
+RETRY_PINS = "beacon.retry_pins"
 
 
 def region_queue(region: str) -> str:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from beacon.analysis import analyse
 from beacon.classify import classify
 from beacon.db import Database
+from beacon.jobs import get_job, require_state
 from beacon.jobspec import JobSpec, parse_jobspec
 from beacon.models import Execution, Job
 from beacon.providers import ProviderError, ProviderRegistry, ProviderRequest, load_provider_configs
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SUCCESS_CLASSES = ("substantive", "content_refusal")
 OPEN_UNIT = ("pending", "running")
+OPEN_JOB = ("queued", "running")
 
 # dispatch(execution_id, region, countdown_seconds) publishes one execute_unit message.
 DispatchUnit = Callable[[int, str, float], None]
@@ -88,7 +90,8 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
             update(Job)
             .where(Job.id == job_id, Job.status == "queued")
             .values(status="running", started_at=now, updated_at=now,
-                    deadline_at=now + timedelta(seconds=spec.timeout_s))
+                    deadline_at=now + timedelta(seconds=spec.timeout_s),
+                    provider_timeout_ms=int(spec.provider_timeout_s * 1000))
         ).rowcount
         if not moved:
             return 0
@@ -128,33 +131,32 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
     """Take the unit's lease, or None when it is not ours to run (done, leased, job over)."""
     now = utcnow()
     with db.session() as session:
-        row = session.execute(
-            select(Execution, Job).join(Job, Job.id == Execution.job_id).where(Execution.id == execution_id)
+        job = session.execute(  # only the columns a claim needs, never the spec or raw body
+            select(Job.id, Job.status, Job.finalizing_at, Job.deadline_at, Job.provider_timeout_ms)
+            .join(Execution, Execution.job_id == Job.id).where(Execution.id == execution_id)
         ).one_or_none()
-        if row is None:
+        if job is None or job.status != "running" or job.finalizing_at is not None:
             return None
-        execution, job = row
-        if job.status != "running" or job.finalizing_at is not None:
-            return None
-        spec = stored_spec(job, settings)
         remaining = (job.deadline_at - now).total_seconds()
         if remaining <= 0:
             return None  # the deadline sweep finalises the job and times the unit out
-        call_timeout = min(spec.provider_timeout_s, remaining)
+        call_timeout = min(job.provider_timeout_ms / 1000, remaining)
         lease_until = now + timedelta(seconds=call_timeout + settings.unit_lease_margin_seconds)
         claimable = or_(
             Execution.status == "pending",
             and_(Execution.status == "running", Execution.lease_expires_at < now),
         )
-        claimed = session.execute(
+        execution = session.execute(
             update(Execution)
             .where(Execution.id == execution_id, claimable)
             .values(status="running", claimed_at=now, started_at=now, lease_expires_at=lease_until,
                     attempts=Execution.attempts + 1)
-            .returning(Execution.attempts)
-        ).scalar_one_or_none()
-        if claimed is None:
+            .returning(Execution.attempts, Execution.region, Execution.model_id, Execution.question_id,
+                       Execution.prompt, Execution.provider, Execution.failure)
+        ).one_or_none()
+        if execution is None:
             return None
+        claimed = execution.attempts
         if claimed > settings.max_unit_attempts:
             execution_failure = {
                 "code": "poison", "transient": False, "stage": "claim", "region": execution.region,
@@ -267,7 +269,13 @@ def job_outcome(spec: JobSpec, units: list[Execution]) -> tuple[str, str]:
 
 
 def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: bool = False) -> str | None:
-    """Finalise once: when no unit is open (or, with ``deadline``, past the deadline). Returns the status."""
+    """Finalise once: when no unit is open (or, with ``deadline``, past the deadline). Returns the status.
+
+    The analysis, the receipts, the signed evidence bundle (and its CID), the transparency log
+    entry and the terminal status commit in one transaction; the event and IPFS pinning follow.
+    """
+    from beacon import bundles
+
     now = utcnow()
     with db.session() as session:
         ready = Job.deadline_at <= now if deadline else ~_open_units(session, job_id)
@@ -288,7 +296,10 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
         status, reason = job_outcome(stored_spec(job, settings), units)
         job.analysis = analyse([execution_dict(u) for u in units], settings.analysis_thresholds)
         job.status, job.status_reason, job.finished_at, job.updated_at = status, reason, now, now
-    log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason})
+        sealed = bundles.seal_job(session, db, settings, job, units, now)
+    log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason, "bundle_cid": sealed.cid,
+                                     "leaf_index": sealed.appended.leaf_index})
+    bundles.after_seal(db, settings, sealed)
     return status
 
 
@@ -300,28 +311,33 @@ def execution_dict(execution: Execution) -> dict:
     }
 
 
-def cancel_job(db: Database, job_id: str, reason: str) -> tuple[str, int]:
-    """Cancel a job that is not terminal: open units end ``cancelled``. Returns (status before, units)."""
-    from beacon.jobs import get_job, require_state
-
+def end_job(db: Database, job_id: str, *, status: str, reason: str, action: str,
+            failure_code: str | None = None) -> tuple[str, int]:
+    """End a job that is not terminal, in one transaction: the job and its open units take ``status``
+    (with a ``failure_code`` on each unit when given). Returns (status before, units ended)."""
     now = utcnow()
     with db.session() as session:
         job = get_job(session, job_id)
         before = job.status
-        require_state(job, ("queued", "running"), "cancel")
+        require_state(job, OPEN_JOB, action)
         moved = session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")), Job.finalizing_at.is_(None))
-            .values(status="cancelled", status_reason=reason, finished_at=now, updated_at=now, finalizing_at=now)
+            update(Job).where(Job.id == job_id, Job.status.in_(OPEN_JOB), Job.finalizing_at.is_(None))
+            .values(status=status, status_reason=reason, finished_at=now, updated_at=now, finalizing_at=now)
         ).rowcount
         if not moved:  # finalised between our read and the update
             session.refresh(job)
-            require_state(job, ("queued", "running"), "cancel")
-        units = session.execute(
-            update(Execution).where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
-            .values(status="cancelled", completed_at=now, lease_expires_at=None)
-        ).rowcount
-    log.info("job cancelled", extra={"job_id": job_id, "units_cancelled": units, "reason": reason})
-    return before, units
+            require_state(job, OPEN_JOB, action)
+        units = list(session.scalars(
+            select(Execution).where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT)).with_for_update()
+        ))
+        for unit in units:
+            unit.status, unit.completed_at, unit.lease_expires_at = status, now, None
+            if failure_code:
+                unit.classification = "technical_failure"
+                unit.failure = {"code": failure_code, "transient": False, "stage": action, "region": unit.region,
+                                "model": unit.model_id, "provider": unit.provider, "message": reason}
+    log.info(f"job {status}", extra={"job_id": job_id, "units": len(units), "reason": reason, "action": action})
+    return before, len(units)
 
 
 @dataclass(frozen=True)

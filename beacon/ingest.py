@@ -22,8 +22,9 @@ from beacon.celery_app import JOBS_QUEUE, RUN_JOB
 from beacon.db import Database
 from beacon.errors import ApiError, ValidationError
 from beacon.jobspec import JobSpec, parse_jobspec
-from beacon.models import IdempotencyKey, Job, Nonce
-from beacon.outbox import Publisher, enqueue, relay
+from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
+from beacon.observability.tracing import trace_headers
+from beacon.outbox import Publisher, enqueue, publish_fresh
 from beacon.ratelimit import SignatureFailureLimiter
 from beacon.settings import Settings
 from beacon.signing import verify_document
@@ -143,26 +144,36 @@ class Ingestor:
         check_timestamp_window(self.settings, spec.timestamp)
         form = self.check_signature(spec, client_ip)
         body_sha256 = hashlib.sha256(raw).hexdigest()
-        try:
-            accepted, outbox_id = self._store(spec, raw, body_sha256, idempotency_key)
-        except IntegrityError:
-            # A concurrent submission won the race: answer as if it had committed first.
-            accepted, outbox_id = self._store(spec, raw, body_sha256, idempotency_key)
-        if outbox_id is not None:
-            self._publish_now(outbox_id)
+        accepted, message = self._store(spec, raw, body_sha256, idempotency_key)
+        if message is not None:
+            publish_fresh(self.db, self.publish, message)
             log.info("job accepted", extra={"job_id": spec.id, "signature_form": form})
         return accepted
 
     def _store(
         self, spec: JobSpec, raw: bytes, body_sha256: str, idempotency_key: str | None
-    ) -> tuple[Accepted, int | None]:
-        now = utcnow()
+    ) -> tuple[Accepted, OutboxMessage | None]:
+        """Insert optimistically; a unique-constraint conflict is then explained in DESIGN's order."""
+        for _ in range(3):
+            try:
+                return Accepted(202, {"id": spec.id, "status": "enqueued"}), self._insert(
+                    spec, raw, body_sha256, idempotency_key
+                )
+            except IntegrityError:
+                known = self._conflict(spec, body_sha256, idempotency_key)
+                if known is not None:
+                    return known, None
+                # the conflicting transaction rolled back in the meantime: try again
+        raise ApiError(503, "service_unavailable", "could not store the job; try again")
+
+    def _conflict(self, spec: JobSpec, body_sha256: str, idempotency_key: str | None) -> Accepted | None:
+        """Which stored row the submission collides with: idempotent replay, nonce or job id."""
         with self.db.session() as session:
             if idempotency_key is not None:
                 known = session.get(IdempotencyKey, idempotency_key)
                 if known is not None:
                     if known.body_sha256 == body_sha256:
-                        return Accepted(200, {"id": known.job_id, "idempotent": True}), None
+                        return Accepted(200, {"id": known.job_id, "idempotent": True})
                     raise ApiError(
                         409, "idempotency_key_reused",
                         "this Idempotency-Key was used with a different request body",
@@ -175,6 +186,12 @@ class Ingestor:
                 raise ApiError(400, "replay_detected", "this nonce was already used with this key")
             if session.get(Job, spec.id) is not None:
                 raise ApiError(409, "job_exists", f"job {spec.id} already exists", {"job_id": spec.id})
+        return None
+
+    def _insert(self, spec: JobSpec, raw: bytes, body_sha256: str, idempotency_key: str | None) -> OutboxMessage:
+        """Job, nonce, idempotency key and outbox row in one transaction."""
+        now = utcnow()
+        with self.db.session() as session:
             session.add(
                 Job(
                     id=spec.id,
@@ -197,13 +214,4 @@ class Ingestor:
             )
             if idempotency_key is not None:
                 session.add(IdempotencyKey(key=idempotency_key, body_sha256=body_sha256, job_id=spec.id, created_at=now))
-            message = enqueue(session, RUN_JOB, JOBS_QUEUE, [spec.id])
-            session.flush()
-            return Accepted(202, {"id": spec.id, "status": "enqueued"}), message.id
-
-    def _publish_now(self, outbox_id: int) -> None:
-        """The fast path: publish at once; the relay in beat is the safety net."""
-        try:
-            relay(self.db, self.publish, ids=[outbox_id])
-        except Exception as exc:  # never fail an accepted submission over the broker
-            log.warning("fast-path publish skipped; the outbox relay will publish", extra={"error": str(exc)})
+            return enqueue(session, RUN_JOB, JOBS_QUEUE, [spec.id], trace_headers())  # the request's trace

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -81,6 +82,7 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_timeout_ms: Mapped[int | None] = mapped_column(Integer)
     finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status_reason: Mapped[str | None] = mapped_column(Text)
@@ -161,3 +163,79 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+# --------------------------------------------------------------------------- evidence
+
+PIN_STATES = ("pending", "pinned", "mismatch")
+
+
+class Bundle(Base):
+    """One signed evidence bundle per finalised job; its bytes live in the block store."""
+
+    __tablename__ = "bundles"
+    __table_args__ = (
+        CheckConstraint(_in("pin_state", PIN_STATES), name="ck_bundles_pin_state"),
+        Index("ix_bundles_job_id", "job_id"),
+        Index("ix_bundles_pin_due", "pin_state", "pin_next_attempt_at"),
+    )
+
+    cid: Mapped[str] = mapped_column(String(64), primary_key=True)  # CIDv0 of the bundle bytes
+    cid_v1: Mapped[str] = mapped_column(String(128), nullable=False)
+    job_id: Mapped[str] = mapped_column(String(256), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    pin_state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    pin_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    pin_next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pin_error: Mapped[str | None] = mapped_column(Text)
+    pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StoredBlock(Base):
+    """A content-addressed dag-pb block (the Postgres block store), keyed by its CIDv0."""
+
+    __tablename__ = "blocks"
+
+    cid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class Receipt(Base):
+    """The signed receipt of one execution, exactly as it went into its job's bundle."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (Index("ix_receipts_job_id", "job_id"),)
+
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(256), nullable=False)
+    bundle_cid: Mapped[str] = mapped_column(String(64), nullable=False)
+    document: Mapped[str] = mapped_column(Text, nullable=False)  # canonical JSON
+
+
+class TransparencyEntry(Base):
+    """One append-only log leaf per finalised job, with the signed tree head of the log it ended."""
+
+    __tablename__ = "transparency_entries"
+    __table_args__ = (Index("ix_transparency_entries_job_id", "job_id"),)
+
+    leaf_index: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    job_id: Mapped[str] = mapped_column(String(256), nullable=False)
+    bundle_cid: Mapped[str] = mapped_column(String(64), nullable=False)
+    entry: Mapped[str] = mapped_column(Text, nullable=False)  # canonical JSON, the leaf's bytes
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    tree_head: Mapped[str] = mapped_column(Text, nullable=False)  # signed head of size leaf_index + 1
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class TransparencyHead(Base):
+    """The single log-head row: appends lock it, so indices are gapless and ordered."""
+
+    __tablename__ = "transparency_head"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_transparency_head_single"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    frontier: Mapped[list] = mapped_column(JSONType, nullable=False)  # hex roots of the perfect subtrees
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

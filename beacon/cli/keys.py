@@ -73,17 +73,31 @@ def sign(file: str, key_path: str, nonce: str | None, timestamp: str | None, out
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-def verify(file: str) -> None:
-    """Check a signed document's signature (not schema, trust or time); exit 0 only if it verifies."""
+@click.option("--public-key", default=None,
+              help="Require this signer (standard base64), e.g. the runner's from GET /api/v1/runner/identity.")
+def verify(file: str, public_key: str | None) -> None:
+    """Check a signed document's signature (not schema, trust or time); exit 0 only if it verifies.
+
+    A JobSpec, or a receipt, evidence bundle or tree head the runner signed (those only in the
+    current canonical form)."""
+    from beacon.identity import RUNNER_KINDS, verify_runner_document
     from beacon.signing import verify_document
 
+    doc = read_json_file(file)
     try:
-        form = verify_document(read_json_file(file))
+        if doc.get("kind") in RUNNER_KINDS:
+            kid = verify_runner_document(doc, doc["kind"], public_key)
+            click.echo(f"OK: {doc['kind']} signature verifies (runner key {kid})")
+            return
+        form = verify_document(doc)
     except ValueError as exc:
         click.echo(f"INVALID: {exc}")
         sys.exit(1)
     if form is None:
         click.echo("INVALID: the signature matches no accepted form")
+        sys.exit(1)
+    if public_key is not None and doc.get("public_key") != public_key:
+        click.echo("INVALID: signed by another key than --public-key")
         sys.exit(1)
     click.echo(f"OK: signature verifies ({form} form)")
 

@@ -8,7 +8,7 @@ import sys
 import click
 
 from beacon.cli import main
-from beacon.settings import get_settings
+from beacon.settings import Settings, get_settings
 
 
 @main.command()
@@ -38,9 +38,24 @@ def worker_queues(regions: tuple[str, ...], orchestration: bool) -> list[str]:
     return ([JOBS_QUEUE] if orchestration else []) + queues
 
 
+def fly_regions(settings: Settings) -> tuple[str, ...]:
+    """The regions WORKER_REGIONS_BY_FLY_REGION gives this machine's FLY_REGION (none without a map)."""
+    mapping = settings.worker_regions_by_fly_region
+    if not (settings.fly_region and mapping):
+        return ()
+    regions = tuple(region for fly, region in mapping if fly == settings.fly_region)
+    if not regions:
+        raise click.UsageError(
+            f"FLY_REGION {settings.fly_region} is not in WORKER_REGIONS_BY_FLY_REGION (maps "
+            f"{', '.join(sorted({fly for fly, _ in mapping}))}); add it there or set WORKER_REGIONS"
+        )
+    return regions
+
+
 @main.command()
 @click.option(
-    "--regions", envvar="WORKER_REGIONS", default="", help="Comma list of regions to serve (default: all)."
+    "--regions", envvar="WORKER_REGIONS", default="",
+    help="Comma list of regions to serve (default: WORKER_REGIONS_BY_FLY_REGION's for FLY_REGION, else all).",
 )
 @click.option("--orchestration/--no-orchestration", default=True, help="Also consume the jobs queue.")
 @click.option("--concurrency", "-c", type=int, default=16, show_default=True, envvar="WORKER_CONCURRENCY")
@@ -48,11 +63,12 @@ def worker_queues(regions: tuple[str, ...], orchestration: bool) -> list[str]:
 @click.option("--hostname", "-n", default=None, help="Celery node name.")
 def worker(regions: str, orchestration: bool, concurrency: int, pool: str, hostname: str | None) -> None:
     """Run a Celery worker on the jobs queue and the region queues."""
-    wanted = tuple(r.strip() for r in regions.split(",") if r.strip())
+    settings = get_settings()
+    wanted = tuple(r.strip() for r in regions.split(",") if r.strip()) or fly_regions(settings)
     queues = worker_queues(wanted, orchestration)
     from workers import app
 
-    argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "-c", str(concurrency), "-E", "--loglevel", "INFO"]
+    argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "-c", str(concurrency), "-E", "--loglevel", get_settings().log_level]
     if hostname:
         argv += ["-n", hostname]
     app.worker_main(argv)
@@ -65,7 +81,7 @@ def beat() -> None:
 
     schedule = get_settings().data_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
+    app.start(["beat", "--loglevel", get_settings().log_level, "--schedule", str(schedule)])
 
 
 @main.command()

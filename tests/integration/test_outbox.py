@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 
 import redis
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app import create_app
 from beacon.celery_app import make_celery
 from beacon.db import database_for
 from beacon.models import OutboxMessage
 from beacon.outbox import celery_publisher, enqueue, relay
+from beacon.timeutil import utcnow
 from tests.support import OwnRedis, body, make_spec, serve_wsgi
 
 JSON = {"Content-Type": "application/json"}
@@ -32,8 +34,7 @@ def unpublished(url: str) -> int:
 def make_due(url: str) -> None:
     """Skip the backoff wait of every row."""
     with database_for(url).session() as session:
-        for row in session.scalars(select(OutboxMessage)):
-            row.next_attempt_at = None
+        session.execute(update(OutboxMessage).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
 
 
 def test_redis_down_ingest_still_accepts_and_relay_publishes_each_once(
@@ -81,6 +82,8 @@ def test_concurrent_relays_never_publish_twice(pg_settings, redis_urls):
     with db.session() as session:
         for index in range(300):
             enqueue(session, "beacon.run_job", "jobs", [f"job-{index}"])
+        # older than the fast path's grace period, so they are the relay's to publish
+        session.execute(update(OutboxMessage).values(created_at=utcnow() - timedelta(minutes=1)))
     published: list[str] = []
     lock = threading.Lock()
 

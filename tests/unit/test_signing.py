@@ -163,3 +163,18 @@ def test_sign_verify_round_trip(doc):
     assert verify_document(signed) == "current"
     # Unicode and escapes survive transport as JSON text.
     assert verify_document(loads(json.dumps(signed, ensure_ascii=False))) == "current"
+
+
+@settings(max_examples=500)
+@given(json_values)
+def test_fast_encoder_equals_the_portable_one(value):
+    from beacon.canonical import encode_portable
+
+    assert canonical_json(value) == encode_portable(value)
+
+
+@pytest.mark.parametrize("value", [1.0, -0.0, 1e-5, 1e17, 2.5e-7, "a\ud800b", {"k": [1.0, "<&>"]}, "\u2028\x7f\x00"])
+def test_fast_encoder_edge_cases(value):
+    from beacon.canonical import encode_portable
+
+    assert canonical_json(value) == encode_portable(value)

@@ -36,6 +36,7 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('deadline_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('provider_timeout_ms', sa.Integer(), nullable=True),
     sa.Column('finalizing_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('status_reason', sa.Text(), nullable=True),

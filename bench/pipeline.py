@@ -1,0 +1,146 @@
+"""End-to-end pipeline throughput: jobs and units per second with a zero-latency simulator, next to
+raw Celery (a no-op chord of the same width, same broker, same worker settings) in the same run.
+Target ≥ 0.5× raw Celery. Also the fan-out overhead: wall time of a job whose regions each take
+1 s, minus 1 s (target ≤ 100 ms).
+
+Needs Postgres and Redis on loopback (a scratch database is created and dropped).
+Run: .venv/bin/python -m bench.pipeline [--jobs 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from celery import chord
+from sqlalchemy import func, select
+
+from beacon.models import Job
+from beacon.signing import KeyPair, sign_document
+from beacon.timeutil import isoformat, utcnow
+from bench.common import PYTHON, redis_db, scratch_database, start, stop, wait_until
+
+WORKER = ["worker", "--pool", "threads", "--concurrency", "16"]
+QUESTIONS = ["math_basic", "geography_basic", "identity_basic"]
+MODELS = ["llama3.2-1b", "mistral-7b"]
+WIDTH = 3 * len(MODELS) * len(QUESTIONS)
+
+
+def spec(key: KeyPair, questions: list[str], models: list[str]) -> bytes:
+    doc = {
+        "id": f"bench-{uuid.uuid4()}", "version": "1.0",
+        "benchmark": {"name": "bench", "container": {"image": "alpine"},
+                      "input": {"type": "questions", "data": {}, "hash": "sha256:x"}},
+        "constraints": {"regions": ["US", "EU", "APAC"], "min_regions": 1},
+        "metadata": {"nonce": uuid.uuid4().hex, "timestamp": isoformat(utcnow())},
+        "questions": questions, "models": models,
+    }
+    return json.dumps(sign_document(doc, key.signing_key)).encode()
+
+
+def beacon_env(database_url: str, work: Path, trusted: Path, latency_ms: int) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15), "RATE_LIMIT_REDIS_URL": redis_db(14),
+            "TRUSTED_KEYS_FILE": str(trusted), "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING",
+            "SIMULATOR_LATENCY_MS": str(latency_ms)}
+
+
+def terminal_count(db, ids: list[str]) -> int:  # noqa: ANN001
+    with db.session() as session:
+        return session.scalar(select(func.count()).where(Job.id.in_(ids), Job.status.in_(("completed", "failed"))))
+
+
+def run_beacon(env: dict[str, str], work: Path, key: KeyPair, jobs: int, questions, models) -> list[float]:  # noqa: ANN001
+    """Submit ``jobs`` jobs through the ingest service; seconds from first submit until all end."""
+    from app.services import Services
+    from beacon.settings import Settings
+
+    services = Services.build(Settings.from_env(env))
+    worker = start([PYTHON, "-m", "beacon", *WORKER], env, str(work / "worker.log"))
+    try:
+        wait_until(lambda: services.celery.control.ping(timeout=0.5), timeout=60, what="beacon worker")
+        bodies = [spec(key, questions, models) for _ in range(jobs)]
+        ids = [json.loads(b)["id"] for b in bodies]
+        began = time.perf_counter()
+        for body in bodies:
+            assert services.ingestor.submit(body, "127.0.0.1", None).status == 202
+        wait_until(lambda: terminal_count(services.db, ids) == len(ids), timeout=600, interval=0.005,
+                   what="jobs to end")
+        return [time.perf_counter() - began]
+    finally:
+        stop(worker)
+
+
+def fanout_overhead(env: dict[str, str], work: Path, key: KeyPair, repeats: int) -> list[float]:
+    from app.services import Services
+    from beacon.settings import Settings
+
+    services = Services.build(Settings.from_env(env))
+    worker = start([PYTHON, "-m", "beacon", *WORKER], env, str(work / "worker-1s.log"))
+    try:
+        wait_until(lambda: services.celery.control.ping(timeout=0.5), timeout=60, what="beacon worker")
+        walls = []
+        for _ in range(repeats + 1):  # the first run warms connections up and is dropped
+            body = spec(key, ["math_basic"], ["llama3.2-1b"])
+            job_id = json.loads(body)["id"]
+            began = time.perf_counter()
+            services.ingestor.submit(body, "127.0.0.1", None)
+            wait_until(lambda: terminal_count(services.db, [job_id]) == 1, interval=0.002, what="job to end")
+            walls.append(time.perf_counter() - began)
+        return walls[1:]
+    finally:
+        stop(worker)
+
+
+def run_raw(work: Path, chords: int) -> float:
+    env = {"CELERY_BROKER_URL": redis_db(13), "RAW_RESULT_BACKEND": redis_db(12)}
+    import os
+
+    os.environ.update(env)
+    from bench.raw_celery import app, done, noop
+
+    worker = start([PYTHON, "-m", "celery", "-A", "bench.raw_celery", *WORKER, "--loglevel", "WARNING"], env,
+                   str(work / "raw.log"))
+    try:
+        wait_until(lambda: app.control.ping(timeout=0.5), timeout=60, what="raw worker")
+        chord([noop.s(i) for i in range(WIDTH)])(done.s()).get(timeout=60)  # warm-up
+        began = time.perf_counter()
+        results = [chord([noop.s(i) for i in range(WIDTH)])(done.s()) for _ in range(chords)]
+        for result in results:
+            assert result.get(timeout=600) == WIDTH
+        return time.perf_counter() - began
+    finally:
+        stop(worker)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--fanout-repeats", type=int, default=5)
+    options = parser.parse_args()
+    key = KeyPair.generate()
+    work = Path(tempfile.mkdtemp(prefix="beacon-bench-"))
+    trusted = work / "trusted.json"
+    trusted.write_text(json.dumps([{"kid": "bench", "public_key": key.public_key_b64, "status": "active"}]))
+    with scratch_database() as database_url:
+        beacon_s = run_beacon(beacon_env(database_url, work, trusted, 0), work, key, options.jobs, QUESTIONS,
+                              MODELS)[0]
+        walls = fanout_overhead(beacon_env(database_url, work, trusted, 1000), work, key, options.fanout_repeats)
+    raw_s = run_raw(work, options.jobs)
+    units = options.jobs * WIDTH
+    print(f"beacon pipeline: {options.jobs} jobs × {WIDTH} units in {beacon_s:.2f} s = "
+          f"{options.jobs / beacon_s:.1f} jobs/s, {units / beacon_s:.0f} units/s")
+    print(f"raw celery chord: {options.jobs} chords × {WIDTH} no-op tasks in {raw_s:.2f} s = "
+          f"{options.jobs / raw_s:.1f} chords/s, {units / raw_s:.0f} tasks/s")
+    print(f"ratio beacon/raw = {raw_s / beacon_s:.2f}  (target ≥ 0.50)")
+    overheads = [(wall - 1.0) * 1000 for wall in walls]
+    print(f"fan-out overhead (job of 3 regions × 1 s, minus 1 s): median {statistics.median(overheads):.0f} ms, "
+          f"max {max(overheads):.0f} ms over {len(walls)} jobs  (target ≤ 100 ms)")
+
+
+if __name__ == "__main__":
+    main()
