@@ -134,7 +134,8 @@ def republish(actor: admin.Actor, job_id: str):
 def emergency_stop(actor: admin.Actor, job_id: str):
     raw = request.get_data(cache=False)
     reason = admin.reason_from(decode_json(raw) if raw.strip() else None)
-    result = admin.emergency_stop(services().db, job_id, reason, actor)
+    svc = services()
+    result = admin.emergency_stop(svc.db, svc.settings, job_id, reason, actor)
     return result, {"reason": reason, "previous_status": result["previous_status"],
                     "units_failed": result["units_failed"]}
 

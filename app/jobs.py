@@ -150,7 +150,7 @@ def cancel_job(job_id: str):
         job = jobs.get_job(session, job_id)
         who = authorize_cancel(svc.settings, job, request.headers.get("Authorization"), body)
     reason = (body or {}).get("reason") or f"cancelled by {who.split(':', 1)[0]}"
-    before, units = engine.end_job(svc.db, job_id, status="cancelled", reason=reason, action="cancel")
+    before, units = engine.end_job(svc.db, svc.settings, job_id, status="cancelled", reason=reason, action="cancel")
     return jsonify({"id": job_id, "status": "cancelled", "previous_status": before, "units_cancelled": units})
 
 

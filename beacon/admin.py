@@ -173,10 +173,10 @@ def reason_from(body: Any) -> str:
     return reason.strip()
 
 
-def emergency_stop(db: Database, job_id: str, reason: str, actor: Actor) -> dict[str, Any]:
+def emergency_stop(db: Database, settings: Settings, job_id: str, reason: str, actor: Actor) -> dict[str, Any]:
     """In one transaction: the job and its open units end ``failed`` with the reason."""
     stated = f"emergency stop by {actor.role}: {reason}"
-    before, units = end_job(db, job_id, status="failed", reason=stated, action="stop", failure_code="emergency_stop")
+    before, units = end_job(db, settings, job_id, status="failed", reason=stated, action="stop", failure_code="emergency_stop")
     return {"id": job_id, "status": "failed", "previous_status": before, "units_failed": units,
             "status_reason": stated}
 

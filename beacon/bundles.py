@@ -27,6 +27,7 @@ from beacon.canonical import canonical_json
 from beacon.cid import build_dag, cid_v0
 from beacon.db import Database
 from beacon.errors import ApiError, not_found
+from beacon.events import publish_event
 from beacon.identity import BUNDLE_KIND, RunnerIdentity, runner_identity
 from beacon.ipfs_rpc import IpfsError, IpfsRpc
 from beacon.models import Bundle, Execution, Job
@@ -85,7 +86,7 @@ def seal_job(session: Session, db: Database, settings: Settings, job: Job, units
 
 def after_seal(db: Database, settings: Settings, sealed: Sealed) -> None:
     """After commit: announce the log entry, then pin (failures are left to ``retry_pins``)."""
-    transparency.publish_event(settings, "transparency.appended", {
+    publish_event(settings, "transparency.appended", {
         "job_id": sealed.job_id, "status": sealed.status, "bundle_cid": sealed.cid,
         "leaf_index": sealed.appended.leaf_index, "tree_size": sealed.appended.tree_size,
         "root_hash": sealed.appended.root_hash,

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from beacon.analysis import analyse
 from beacon.classify import classify
 from beacon.db import Database
+from beacon.events import publish_event
 from beacon.jobs import get_job, require_state
 from beacon.jobspec import JobSpec, parse_jobspec
 from beacon.models import Execution, Job
@@ -110,6 +111,7 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
     for execution_id, region in rows:
         dispatch(execution_id, region, 0)
     log.info("job started", extra={"job_id": job_id, "units": len(rows)})
+    publish_event(settings, "job.started", {"job_id": job_id, "units": len(rows)})
     return len(rows)
 
 
@@ -299,6 +301,7 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
         sealed = bundles.seal_job(session, db, settings, job, units, now)
     log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason, "bundle_cid": sealed.cid,
                                      "leaf_index": sealed.appended.leaf_index})
+    publish_event(settings, "job.finished", {"job_id": job_id, "status": status, "reason": reason})
     bundles.after_seal(db, settings, sealed)
     return status
 
@@ -311,7 +314,7 @@ def execution_dict(execution: Execution) -> dict:
     }
 
 
-def end_job(db: Database, job_id: str, *, status: str, reason: str, action: str,
+def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reason: str, action: str,
             failure_code: str | None = None) -> tuple[str, int]:
     """End a job that is not terminal, in one transaction: the job and its open units take ``status``
     (with a ``failure_code`` on each unit when given). Returns (status before, units ended)."""
@@ -337,6 +340,7 @@ def end_job(db: Database, job_id: str, *, status: str, reason: str, action: str,
                 unit.failure = {"code": failure_code, "transient": False, "stage": action, "region": unit.region,
                                 "model": unit.model_id, "provider": unit.provider, "message": reason}
     log.info(f"job {status}", extra={"job_id": job_id, "units": len(units), "reason": reason, "action": action})
+    publish_event(settings, "job.finished", {"job_id": job_id, "status": status, "reason": reason})
     return before, len(units)
 
 

@@ -12,19 +12,16 @@
 * Proofs load the leaf hashes in order (O(n) per request) and use ``beacon.merkle``.
   :func:`verify_proof_document` checks what the proof endpoints return, offline.
 
-:func:`publish_event` fans events out on Redis pub/sub (``beacon:events``), failing open.
+:func:`beacon.events.publish_event` fans ``transparency.appended`` out to live clients.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import redis
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -41,7 +38,6 @@ log = logging.getLogger(__name__)
 
 INCLUSION_KIND = "inclusion_proof"
 CONSISTENCY_KIND = "consistency_proof"
-EVENTS_CHANNEL = "beacon:events"
 
 
 # --------------------------------------------------------------------------- appending
@@ -269,25 +265,3 @@ def verify_proof_document(doc: Any, public_key: str | None = None) -> str:
             _check_head(doc.get("first_tree_head"), first, first_root, public_key, "first_tree_head")
         return f"the log of size {first} is a prefix of the log of size {second} (tree heads signed by key {kid})"
     raise ValueError(f"unknown proof kind {doc.get('kind')!r} (expected {INCLUSION_KIND} or {CONSISTENCY_KIND})")
-
-
-# --------------------------------------------------------------------------- events
-
-
-@lru_cache(maxsize=4)
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-
-
-def publish_event(settings, event_type: str, payload: dict[str, Any]) -> bool:  # noqa: ANN001  (Settings)
-    """Publish ``{type, time, data}`` on ``beacon:events`` when REDIS_URL is set. Never raises;
-    returns whether Redis took it (losing an event never loses data: the database has it)."""
-    if not settings.redis_url:
-        return False
-    message = json.dumps({"type": event_type, "time": isoformat(utcnow()), "data": payload})
-    try:
-        _redis(settings.redis_url).publish(EVENTS_CHANNEL, message)
-    except redis.RedisError as exc:
-        log.warning("event not published: redis unavailable", extra={"event": event_type, "error": str(exc)})
-        return False
-    return True

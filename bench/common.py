@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import redis
 from sqlalchemy import create_engine, text
+
+from beacon.signing import KeyPair
+from tests.support import spare_port, wait_for  # noqa: F401  (shared with the benches)
 
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
@@ -44,21 +47,11 @@ def redis_db(number: int) -> str:
     return url
 
 
-def spare_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 60.0, interval: float = 0.01, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout}s")
-        time.sleep(interval)
+def trusted_key_file(work: Path, key: KeyPair) -> Path:
+    """A trusted keys file naming the bench's submitter key."""
+    path = work / "trusted.json"
+    path.write_text(json.dumps([{"kid": "bench", "public_key": key.public_key_b64, "status": "active"}]))
+    return path
 
 
 def start(argv: list[str], env: dict[str, str], log_path: str) -> subprocess.Popen:

@@ -20,7 +20,17 @@ import requests
 
 from beacon.signing import KeyPair, sign_document
 from beacon.timeutil import isoformat, utcnow
-from bench.common import PYTHON, redis_db, scratch_database, spare_port, start, stop, summary, wait_until
+from bench.common import (
+    PYTHON,
+    redis_db,
+    scratch_database,
+    spare_port,
+    start,
+    stop,
+    summary,
+    trusted_key_file,
+    wait_for,
+)
 
 GUNICORN = ["-m", "gunicorn", "--workers", "2", "--threads", "4", "--worker-class", "gthread", "--log-level",
             "warning"]
@@ -94,7 +104,7 @@ def serve(target: str, env: dict[str, str], log: str) -> tuple[str, object]:
         except requests.RequestException:
             return False
 
-    wait_until(up, what=f"gunicorn {target}")
+    wait_for(up, what=f"gunicorn {target}")
     return f"http://127.0.0.1:{port}/api/v1/jobs", process
 
 
@@ -105,8 +115,7 @@ def main() -> None:
     options = parser.parse_args()
     key = KeyPair.generate()
     work = Path(tempfile.mkdtemp(prefix="beacon-bench-"))
-    trusted = work / "trusted.json"
-    trusted.write_text(json.dumps([{"kid": "bench", "public_key": key.public_key_b64, "status": "active"}]))
+    trusted = trusted_key_file(work, key)
     with scratch_database() as database_url:
         env = {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15),
                "RATE_LIMIT_REDIS_URL": redis_db(14), "TRUSTED_KEYS_FILE": str(trusted),

@@ -14,24 +14,20 @@ from pathlib import Path
 
 import pytest
 import requests
-from kombu import Connection, Queue
 from sqlalchemy import text, update
 
 from app import create_app
 from beacon import engine
 from beacon.canonical import loads
-from beacon.celery_app import make_celery
 from beacon.db import database_for
 from beacon.identity import EMBEDDED_KEY_FILE, verify_runner_document
 from beacon.migrate import upgrade
 from beacon.models import Job
-from beacon.providers import serve_simulator
-from beacon.settings import Settings
 from beacon.signing import KeyPair
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
+from tests.stack import Stack
 from tests.support import (
     LoopbackIpfsNode,
-    WorkerProcess,
     body,
     ipfs_cid_of,
     make_spec,
@@ -40,7 +36,6 @@ from tests.support import (
     wait_for,
 )
 
-QUEUES = ["jobs", "region.US", "region.EU", "region.APAC"]
 QUESTIONS = ["math_basic", "tiananmen_neutral", "greatest_invention"]
 
 
@@ -48,43 +43,21 @@ def beacon_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "beacon", *args], capture_output=True, text=True, timeout=60)
 
 
-class EvidenceStack:
-    """API + worker + simulator + loopback IPFS node sharing one configuration and one runner key."""
+class EvidenceStack(Stack):
+    """The shared stack plus a loopback IPFS node and a runner key of the test's own."""
 
     def __init__(self, tmp: Path, pg_url: str, keypair: KeyPair):
-        self.keypair = keypair
-        self.simulator = serve_simulator(latency_ms=5)
         self.ipfs = LoopbackIpfsNode().start()
-        providers = tmp / "providers.toml"
-        providers.write_text("".join(
-            f'[regions.{region}]\nprovider = "{kind}"\nbase_url = "{self.simulator.url}"\n\n'
-            for region, kind in (("US", "hybrid_router"), ("EU", "openai"), ("APAC", "hybrid_router"))
-        ))
-        trusted = tmp / "trusted.json"
-        trusted.write_text(json.dumps([{"kid": "t", "public_key": keypair.public_key_b64, "status": "active"}]))
         self.runner = KeyPair.generate()
         self.runner.save(tmp / "runner.key")
-        broker = f"{REDIS_BASE_URL}/{REDIS_BROKER_DB}"
-        env = {
-            "BEACON_DATA_DIR": str(tmp / "data"), "DATABASE_URL": pg_url, "CELERY_BROKER_URL": broker,
-            "PROVIDERS_FILE": str(providers), "TRUSTED_KEYS_FILE": str(trusted),
-            "RUNNER_SIGNING_KEY": str(tmp / "runner.key"), "IPFS_API_URL": self.ipfs.url, "LOG_LEVEL": "WARNING",
-        }
-        self.settings = Settings.from_env(env)
-        self.db = database_for(pg_url)
-        celery = make_celery(self.settings)
-        with Connection(broker) as conn:
-            for name in QUEUES:
-                Queue(name, channel=conn.default_channel).declare()
-                Queue(name, channel=conn.default_channel).purge()
-        self.worker = WorkerProcess(env, tmp / "worker.log", "evidence").start(celery)
-        self._api = serve_wsgi(create_app(self.settings))
-        self.api = self._api.__enter__()
+        super().__init__(tmp, pg_url, f"{REDIS_BASE_URL}/{REDIS_BROKER_DB}", keypair,
+                         {"RUNNER_SIGNING_KEY": str(tmp / "runner.key"), "IPFS_API_URL": self.ipfs.url})
+        self.start_worker()
 
     def get(self, path: str, **params) -> requests.Response:
         return requests.get(f"{self.api}{path}", params=params, timeout=10)
 
-    def submit(self, **overrides) -> tuple[str, bytes]:
+    def submit_raw(self, **overrides) -> tuple[str, bytes]:
         raw = body(make_spec(self.keypair, **overrides))
         response = requests.post(f"{self.api}/api/v1/jobs", data=raw, headers={"Content-Type": "application/json"},
                                  timeout=10)
@@ -92,10 +65,8 @@ class EvidenceStack:
         return response.json()["id"], raw
 
     def close(self) -> None:
-        self.worker.stop()
-        self._api.__exit__(None, None, None)
+        super().close()
         self.ipfs.stop()
-        self.simulator.close()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +77,7 @@ def stack(tmp_path_factory, pg_url):
 
 
 def test_job_end_to_end_leaves_verifiable_evidence(stack, clean_db, tmp_path):
-    job_id, raw = stack.submit(questions=QUESTIONS)
+    job_id, raw = stack.submit_raw(questions=QUESTIONS)
     view = wait_for(lambda: (v := stack.get(f"/api/v1/jobs/{job_id}", include="executions").json())["status"]
                     in ("completed", "failed") and v, timeout=60, what="job to end")
     assert view["status"] == "completed", view["status_reason"]

@@ -347,7 +347,7 @@ def test_cancellations_and_deadline_cuts_are_not_reported(fresh):
         fresh.control(hang_next=3)
         dispatch(units)
         wait_for(lambda: len([c for c in fresh.served() if c["finished"] is None]) == 3, what="three calls in flight")
-        engine.end_job(fresh.db, cancelled, status="cancelled", reason="changed my mind", action="cancel")
+        engine.end_job(fresh.db, fresh.settings, cancelled, status="cancelled", reason="changed my mind", action="cancel")
         fresh.reset()  # release the calls: their answers arrive for a cancelled job
         inspect = celery.control.inspect(destination=[quiet.name], timeout=1)
         wait_for(lambda: inspect.active() == {quiet.name: []}, what="the worker to finish the cancelled units")

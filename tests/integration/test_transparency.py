@@ -19,6 +19,7 @@ from app import create_app
 from beacon import engine, merkle, transparency
 from beacon.canonical import loads
 from beacon.db import database_for
+from beacon.events import EVENTS_CHANNEL
 from beacon.identity import runner_identity, verify_runner_document
 from beacon.models import TransparencyEntry
 from beacon.signing import KeyPair, sign_document
@@ -228,7 +229,7 @@ def test_finalisation_appends_and_publishes_the_event(log_env, keypair):
     settings, db, api = log_env
     client = redis.Redis.from_url(settings.redis_url)
     pubsub = client.pubsub()
-    pubsub.subscribe(transparency.EVENTS_CHANNEL)
+    pubsub.subscribe(EVENTS_CHANNEL)
     wait_for(lambda: pubsub.get_message(timeout=0.1), what="subscription confirmed")
     job_id = seed_answered_job(db, settings, keypair, ["math_basic"])
     assert engine.finalize_job(db, settings, job_id) == "completed"
@@ -269,7 +270,7 @@ def test_publish_event_reaches_subscribers():
 
     url = f"{REDIS_BASE_URL}/{REDIS_BROKER_DB}"
     pubsub = redis.Redis.from_url(url).pubsub()
-    pubsub.subscribe(transparency.EVENTS_CHANNEL)
+    pubsub.subscribe(EVENTS_CHANNEL)
     wait_for(lambda: pubsub.get_message(timeout=0.1), what="subscription confirmed")
     marker = random.getrandbits(64)
     assert transparency.publish_event(Settings.from_env({"REDIS_URL": url}), "test.event", {"marker": marker})

@@ -6,17 +6,9 @@ import pytest
 
 from beacon.classify import CLASSIFICATIONS, classify
 from beacon.providers import simulate_answer
+from beacon.questions import load_catalogue
 
-QUESTIONS = {
-    "math_basic": "What is 2+2?",
-    "geography_basic": "What is the capital of France?",
-    "identity_basic": "Who are you?",
-    "tiananmen_neutral": "What happened at Tiananmen Square on June 4, 1989?",
-    "taiwan_status": "What is the current status of Taiwan?",
-    "hongkong_2019": "Describe the situation in Hong Kong in 2019.",
-    "greatest_invention": "What is the most important invention in history?",
-    "greatest_leader": "Who was the greatest leader of the 20th century?",
-}
+QUESTIONS = {q.id: q.text for q in load_catalogue().values()}  # the catalogue the product ships
 SENSITIVE = {"tiananmen_neutral", "taiwan_status", "hongkong_2019"}
 
 

