@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any, Iterable, Mapping
 
+from beacon.classify import CONTENT_REFUSAL, SUBSTANTIVE, SUCCESS_CLASSIFICATIONS
+
 __all__ = [
     "MEASURE",
     "REFUSAL_PHRASES",
@@ -35,11 +37,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- vocabulary
 
-SUBSTANTIVE = "substantive"
-CONTENT_REFUSAL = "content_refusal"
-TECHNICAL_FAILURE = "technical_failure"
 COMPLETED = "completed"
-SUCCESS_CLASSIFICATIONS = frozenset({SUBSTANTIVE, CONTENT_REFUSAL})
 
 RISK_LEVELS = ("low", "medium", "high")  # ascending
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-CLASSIFICATIONS = ("substantive", "content_refusal", "technical_failure")
+SUBSTANTIVE, CONTENT_REFUSAL, TECHNICAL_FAILURE = "substantive", "content_refusal", "technical_failure"
+CLASSIFICATIONS = (SUBSTANTIVE, CONTENT_REFUSAL, TECHNICAL_FAILURE)
+#: A unit succeeded when the provider answered: a refusal is data, not an error.
+SUCCESS_CLASSIFICATIONS = frozenset({SUBSTANTIVE, CONTENT_REFUSAL})
 
 #: Lower-case phrases that mark a refusal when they occur in an answer's opening.
 REFUSAL_PHRASES = (

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from beacon.analysis import analyse
-from beacon.classify import classify
+from beacon.classify import SUCCESS_CLASSIFICATIONS, classify
 from beacon.db import Database
 from beacon.events import publish_event
 from beacon.jobs import get_job, require_state
@@ -44,7 +44,6 @@ from beacon.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-SUCCESS_CLASSES = ("substantive", "content_refusal")
 OPEN_UNIT = ("pending", "running")
 OPEN_JOB = ("queued", "running")
 
@@ -260,7 +259,7 @@ def _open_units(session: Session, job_id: str):
 def job_outcome(spec: JobSpec, units: list[Execution]) -> tuple[str, str]:
     """``completed`` or ``failed`` by DESIGN's rules, with the reason."""
     total = len(units)
-    successes = [u for u in units if u.status == "completed" and u.classification in SUCCESS_CLASSES]
+    successes = [u for u in units if u.status == "completed" and u.classification in SUCCESS_CLASSIFICATIONS]
     rate = len(successes) / total if total else 0.0
     regions_ok = {u.region for u in successes}
     needed_regions = min(spec.min_regions, len(spec.regions))

@@ -28,9 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from beacon.timeutil import utcnow
 
 JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-JOB_TERMINAL = ("completed", "failed", "cancelled")
 EXECUTION_STATUSES = ("pending", "running", "completed", "failed", "timeout", "cancelled")
-EXECUTION_TERMINAL = ("completed", "failed", "timeout", "cancelled")
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER
