@@ -67,3 +67,18 @@ def answers_table(job: dict[str, Any]) -> Table:
     for (question, model), by_region in sorted(cells.items()):
         table.add_row(question, model, *(_cell(by_region[r]) if r in by_region else "" for r in regions))
     return table
+
+
+def analysis_table(analysis: dict[str, Any]) -> Table:
+    """One row per question × model: the risk level and the rule that set it."""
+    summary = analysis["summary"]
+    table = Table(title=f"cross-region analysis: overall risk {summary['overall_risk']}", show_lines=False)
+    for column in ("question", "model", "risk", "divergence", "why"):
+        table.add_column(column)
+    styles = {"high": "red", "medium": "yellow", "low": "green"}
+    for question in analysis["questions"]:
+        risk = question["risk"]
+        divergence = "—" if question["divergence"] is None else f"{question['divergence']:.2f}"
+        table.add_row(question["question_id"], question["model_id"], f"[{styles[risk]}]{risk}[/{styles[risk]}]",
+                      divergence, question["risk_rule"])
+    return table

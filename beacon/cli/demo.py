@@ -94,7 +94,9 @@ def demo(port: int | None, keep_running: bool) -> None:
 
     from beacon import migrate
     from beacon.cli.keys import post_job, prepare_spec, read_json_file
-    from beacon.follow import answers_table, follow_job
+    import requests
+
+    from beacon.follow import analysis_table, answers_table, follow_job
 
     settings = get_settings()
     console = Console()
@@ -125,6 +127,9 @@ def demo(port: int | None, keep_running: bool) -> None:
         console.print(f"submitted {spec['id']} → {response.status_code} {response.json()}")
         job = follow_job(base, spec["id"], console, timeout_s=300, check=lambda: _check_alive(processes, logs))
         console.print(answers_table(job))
+        diff = requests.get(f"{base}/api/v1/jobs/{job['id']}/diff", timeout=30)
+        if diff.ok:
+            console.print(analysis_table(diff.json()["analysis"]))
         console.print(f"job {job['id']}: [bold]{job['status']}[/bold] — {job['status_reason']}")
         if keep_running:
             console.print(f"API on {base}; Ctrl-C to stop")

@@ -18,6 +18,7 @@ def test_demo_runs_a_whole_job_on_sqlite_and_the_file_broker(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "embedded default" in result.stdout
     assert "completed" in result.stdout and "18/18 units succeeded" in result.stdout
+    assert "cross-region analysis: overall risk high" in result.stdout  # APAC refuses tiananmen
     database = tmp_path / "beacon-data" / "beacon.db"
     with sqlite3.connect(database) as conn:
         assert conn.execute("SELECT count(*), min(status), max(status) FROM executions").fetchone() == (
