@@ -90,12 +90,11 @@ def _demo_key(data_dir: Path) -> tuple[Path, Path]:
 def demo(port: int | None, keep_running: bool) -> None:
     """Run API, worker and beat on the current settings (embedded default: no services), submit a
     signed 3 regions × 2 models × 3 questions job, follow it and print the cross-region table."""
+    import requests
     from rich.console import Console
 
     from beacon import migrate
     from beacon.cli.keys import post_job, prepare_spec, read_json_file
-    import requests
-
     from beacon.follow import analysis_table, answers_table, follow_job
 
     settings = get_settings()
