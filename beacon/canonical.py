@@ -7,6 +7,7 @@ Keys sorted, no whitespace, non-ASCII kept as UTF-8, strings escaped the way Go 
 from __future__ import annotations
 
 import json
+import math
 import re
 from decimal import Decimal
 from typing import Any
@@ -110,33 +111,40 @@ _HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2
                             "\u2029": "\\u2029"})
 
 
-def _stdlib_writes_it_as_go(value: Any) -> bool:
-    """True when json.dumps differs from Go only in the characters of ``_HTML_SAFE``: string keys,
-    no float that Go prints differently (integral, or in Python's but not Go's exponent range)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if item != item or item in (float("inf"), float("-inf")) or go_float(item) != repr(item):
-                return False
-        elif isinstance(item, dict):
-            if not all(isinstance(key, str) for key in item):
-                return False
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return True
+class _NeedsPortable(Exception):
+    """The value holds something only the value-by-value encoder writes as Go does."""
+
+
+def _for_stdlib(value: Any) -> Any:
+    """A copy json.dumps writes exactly as Go (but for ``_HTML_SAFE``).
+
+    Integral floats up to 2**53 become ints (Go prints 1.0 as 1; there every integer is its own
+    shortest form). Raises _NeedsPortable for non-string keys, NaN, infinities, -0.0 and floats
+    Python would print in another notation than Go.
+    """
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) <= 2**53 and (value or math.copysign(1.0, value) > 0):
+            return int(value)
+        if value != value or value in (float("inf"), float("-inf")) or go_float(value) != repr(value):
+            raise _NeedsPortable
+        return value
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise _NeedsPortable
+        return {key: _for_stdlib(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_for_stdlib(item) for item in value]
+    return value
 
 
 def canonical_json(value: Any) -> bytes:
     """The canonical UTF-8 bytes of a JSON value (the C encoder when it gives the same bytes)."""
-    if _stdlib_writes_it_as_go(value):
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
-        try:
-            return text.translate(_HTML_SAFE).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: Go writes U+FFFD, see _escape_char
-            pass
-    return encode_portable(value)
+    try:
+        text = json.dumps(_for_stdlib(value), ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                          allow_nan=False)
+        return text.translate(_HTML_SAFE).encode("utf-8")
+    except (_NeedsPortable, UnicodeEncodeError):  # UnicodeEncodeError: a lone surrogate, see _escape_char
+        return encode_portable(value)
 
 
 def _parse_int(text: str) -> int | float:

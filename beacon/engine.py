@@ -25,7 +25,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Callable
 
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, insert, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -128,14 +128,47 @@ class Claim:
     deadline_at: object = None
 
 
+# The hot path's statements, built once on the tables (Core: no ORM flush or bulk-update path);
+# each call only binds values.
+_JOBS, _UNITS = Job.__table__, Execution.__table__
+_OPEN = _UNITS.c.status.in_(OPEN_UNIT)
+_CLAIM_JOB = (  # only the columns a claim needs, never the spec or raw body
+    select(_JOBS.c.id, _JOBS.c.status, _JOBS.c.finalizing_at, _JOBS.c.deadline_at, _JOBS.c.provider_timeout_ms)
+    .join(_UNITS, _UNITS.c.job_id == _JOBS.c.id)
+    .where(_UNITS.c.id == bindparam("execution_id"))
+)
+_CLAIM = (
+    update(_UNITS)
+    .where(_UNITS.c.id == bindparam("execution_id"),
+           or_(_UNITS.c.status == "pending",
+               and_(_UNITS.c.status == "running", _UNITS.c.lease_expires_at < bindparam("now"))))
+    .values(status="running", claimed_at=bindparam("now"), started_at=bindparam("now"),
+            lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1)
+    .returning(_UNITS.c.attempts, _UNITS.c.region, _UNITS.c.model_id, _UNITS.c.question_id, _UNITS.c.prompt,
+               _UNITS.c.provider, _UNITS.c.failure)
+)
+_HELD = and_(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == "running",
+             _UNITS.c.claimed_at == bindparam("held_since"))
+_RECORD_ANSWER = update(_UNITS).where(_HELD).values(
+    status="completed", output=bindparam("output"), output_sha256=bindparam("output_sha256"),
+    classification=bindparam("classification"), provider=bindparam("provider"),
+    served_region=bindparam("served_region"), completed_at=bindparam("now"), duration_ms=bindparam("duration_ms"),
+    lease_expires_at=None, failure=null(),
+)
+_FINALIZABLE = and_(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == "running", _JOBS.c.finalizing_at.is_(None))
+_CLAIM_FINALIZE_DONE = update(_JOBS).where(
+    _FINALIZABLE, ~exists().where(_UNITS.c.job_id == _JOBS.c.id, _OPEN)
+).values(finalizing_at=bindparam("now"))
+_CLAIM_FINALIZE_DEADLINE = update(_JOBS).where(
+    _FINALIZABLE, _JOBS.c.deadline_at <= bindparam("now")
+).values(finalizing_at=bindparam("now"))
+
+
 def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | None:
     """Take the unit's lease, or None when it is not ours to run (done, leased, job over)."""
     now = utcnow()
     with db.session() as session:
-        job = session.execute(  # only the columns a claim needs, never the spec or raw body
-            select(Job.id, Job.status, Job.finalizing_at, Job.deadline_at, Job.provider_timeout_ms)
-            .join(Execution, Execution.job_id == Job.id).where(Execution.id == execution_id)
-        ).one_or_none()
+        job = session.execute(_CLAIM_JOB, {"execution_id": execution_id}).one_or_none()
         if job is None or job.status != "running" or job.finalizing_at is not None:
             return None
         remaining = (job.deadline_at - now).total_seconds()
@@ -143,17 +176,8 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
             return None  # the deadline sweep finalises the job and times the unit out
         call_timeout = min(job.provider_timeout_ms / 1000, remaining)
         lease_until = now + timedelta(seconds=call_timeout + settings.unit_lease_margin_seconds)
-        claimable = or_(
-            Execution.status == "pending",
-            and_(Execution.status == "running", Execution.lease_expires_at < now),
-        )
         execution = session.execute(
-            update(Execution)
-            .where(Execution.id == execution_id, claimable)
-            .values(status="running", claimed_at=now, started_at=now, lease_expires_at=lease_until,
-                    attempts=Execution.attempts + 1)
-            .returning(Execution.attempts, Execution.region, Execution.model_id, Execution.question_id,
-                       Execution.prompt, Execution.provider, Execution.failure)
+            _CLAIM, {"execution_id": execution_id, "now": now, "lease_until": lease_until}
         ).one_or_none()
         if execution is None:
             return None
@@ -166,7 +190,7 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
                 "dead_letter": True, "last_error": execution.failure,
             }
             session.execute(
-                update(Execution).where(Execution.id == execution_id)
+                update(_UNITS).where(_UNITS.c.id == execution_id)
                 .values(status="failed", completed_at=now, duration_ms=0, lease_expires_at=None,
                         attempts=settings.max_unit_attempts, failure=execution_failure,
                         classification="technical_failure")
@@ -178,22 +202,16 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
                      execution.prompt, claimed, now, call_timeout, job.deadline_at)
 
 
-def _held(claim: Claim):
-    return and_(Execution.id == claim.execution_id, Execution.status == "running",
-                Execution.claimed_at == claim.claimed_at)
-
-
 def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str) -> bool:
+    """Record the answer while the claim still holds the unit's lease."""
     now = utcnow()
     with db.session() as session:
-        return bool(session.execute(
-            update(Execution).where(_held(claim)).values(
-                status="completed", output=output, output_sha256=hashlib.sha256(output.encode()).hexdigest(),
-                classification=classify(output, failed=False), provider=provider, served_region=served_region,
-                completed_at=now, duration_ms=int((now - claim.claimed_at).total_seconds() * 1000),
-                lease_expires_at=None, failure=None,
-            )
-        ).rowcount)
+        return bool(session.execute(_RECORD_ANSWER, {
+            "execution_id": claim.execution_id, "held_since": claim.claimed_at, "output": output,
+            "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
+            "classification": classify(output, failed=False), "provider": provider, "served_region": served_region,
+            "now": now, "duration_ms": int((now - claim.claimed_at).total_seconds() * 1000),
+        }).rowcount)
 
 
 def record_failure(db: Database, claim: Claim, error: ProviderError, provider: str, final: bool,
@@ -208,7 +226,8 @@ def record_failure(db: Database, claim: Claim, error: ProviderError, provider: s
     else:
         values.update(status="pending", dispatched_at=now + timedelta(seconds=retry_in))
     with db.session() as session:
-        return bool(session.execute(update(Execution).where(_held(claim)).values(**values)).rowcount)
+        held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at}
+        return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount)
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:
@@ -252,10 +271,6 @@ def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execu
     return UnitOutcome("completed", claim.job_id, claim.region)
 
 
-def _open_units(session: Session, job_id: str):
-    return exists().where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
-
-
 def job_outcome(spec: JobSpec, units: list[Execution]) -> tuple[str, str]:
     """``completed`` or ``failed`` by DESIGN's rules, with the reason."""
     total = len(units)
@@ -279,12 +294,8 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
 
     now = utcnow()
     with db.session() as session:
-        ready = Job.deadline_at <= now if deadline else ~_open_units(session, job_id)
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "running", Job.finalizing_at.is_(None), ready)
-            .values(finalizing_at=now)
-        ).rowcount
+        claim = _CLAIM_FINALIZE_DEADLINE if deadline else _CLAIM_FINALIZE_DONE
+        claimed = session.execute(claim, {"job_id": job_id, "now": now}).rowcount
         if not claimed:
             return None
         session.execute(
@@ -359,7 +370,7 @@ def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_jo
             select(Job.id).where(Job.status == "running", Job.finalizing_at.is_(None), Job.deadline_at <= now)
         ))
         stalled = list(session.scalars(
-            select(Job.id).where(Job.status == "running", Job.finalizing_at.is_(None), ~_open_units(session, Job.id))
+            select(Job.id).where(Job.status == "running", Job.finalizing_at.is_(None), ~exists().where(_UNITS.c.job_id == _JOBS.c.id, _OPEN))
         ))
         queued = list(session.scalars(
             select(Job.id).where(Job.status == "queued",

@@ -19,7 +19,7 @@ from app import create_app
 from beacon import engine, merkle, transparency
 from beacon.canonical import loads
 from beacon.db import database_for
-from beacon.events import EVENTS_CHANNEL
+from beacon.events import EVENTS_CHANNEL, publish_event
 from beacon.identity import runner_identity, verify_runner_document
 from beacon.models import TransparencyEntry
 from beacon.signing import KeyPair, sign_document
@@ -234,16 +234,20 @@ def test_finalisation_appends_and_publishes_the_event(log_env, keypair):
     job_id = seed_answered_job(db, settings, keypair, ["math_basic"])
     assert engine.finalize_job(db, settings, job_id) == "completed"
 
+    seen = []
+
     def appended():
         message = pubsub.get_message(timeout=0.2)
         if message and message["type"] == "message":
             event = json.loads(message["data"])
-            return event if event["data"]["job_id"] == job_id else None
+            seen.append(event["type"])
+            return event if event["type"] == "transparency.appended" else None
         return None
 
     event = wait_for(appended, what="transparency.appended event")
     pubsub.close()
-    assert event["type"] == "transparency.appended"
+    assert seen == ["job.finished", "transparency.appended"]  # the status first, then the log entry
+    assert event["data"]["job_id"] == job_id
     assert event["data"]["leaf_index"] == 0 and event["data"]["tree_size"] == 1
     bundle = get(api, f"/api/v1/jobs/{job_id}/bundle").json()
     assert event["data"]["bundle_cid"] == bundle["cid"]
@@ -257,7 +261,7 @@ def test_redis_down_does_not_block_finalisation(make_settings, clean_db, keypair
     settings = make_settings(DATABASE_URL=clean_db, RUNNER_SIGNING_KEY=runner_key[0],
                              REDIS_URL=f"redis://127.0.0.1:{spare_port()}/0", LOG_LEVEL="WARNING")
     db = database_for(clean_db)
-    assert transparency.publish_event(settings, "transparency.appended", {"x": 1}) is False
+    assert publish_event(settings, "transparency.appended", {"x": 1}) is False
     job_id = seed_answered_job(db, settings, keypair, ["math_basic"])
     assert engine.finalize_job(db, settings, job_id) == "completed"
     with db.session() as session:
@@ -273,7 +277,7 @@ def test_publish_event_reaches_subscribers():
     pubsub.subscribe(EVENTS_CHANNEL)
     wait_for(lambda: pubsub.get_message(timeout=0.1), what="subscription confirmed")
     marker = random.getrandbits(64)
-    assert transparency.publish_event(Settings.from_env({"REDIS_URL": url}), "test.event", {"marker": marker})
+    assert publish_event(Settings.from_env({"REDIS_URL": url}), "test.event", {"marker": marker})
 
     def received():
         message = pubsub.get_message(timeout=0.2)
