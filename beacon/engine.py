@@ -245,11 +245,15 @@ class UnitOutcome:
     error: ProviderError | None = None
 
 
-def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int) -> UnitOutcome:
-    """Claim, call the provider, record. The caller re-dispatches on ``retry`` and finalises after."""
+def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
+             on_claim: Callable[[Claim], None] | None = None) -> UnitOutcome:
+    """Claim, call the provider, record. The caller re-dispatches on ``retry`` and finalises after;
+    ``on_claim`` learns which unit this is as soon as it is claimed (for tags and log context)."""
     claim = claim_unit(db, settings, execution_id)
     if claim is None:
         return UnitOutcome("skipped")
+    if on_claim is not None:
+        on_claim(claim)
     if claim.claimed_at is None:
         return UnitOutcome("failed", claim.job_id, claim.region)  # dead-lettered at claim
     provider = registry.get(claim.region)

@@ -36,7 +36,10 @@ _MARK_PUBLISHED = (
 
 
 def enqueue(session: Session, task: str, queue: str, args: list, headers: dict | None = None) -> OutboxMessage:
-    """Add a row in the caller's transaction; returns it (detached) with its id."""
+    """Add a row in the caller's transaction (a Core insert, no ORM flush).
+
+    Returns a detached copy with its id, for publishing; change the row itself with an UPDATE.
+    """
     values = {"task": task, "queue": queue, "args": args, "headers": headers or {}, "created_at": utcnow(),
               "attempts": 0}
     ident = session.execute(_INSERT, values).scalar_one()

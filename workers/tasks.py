@@ -34,7 +34,7 @@ def run_job(job_id: str) -> int:
 def execute_unit(execution_id: int) -> str:
     settings, db = get_settings(), get_database()
     with observe_unit(db, engine.provider_registry(settings), execution_id) as unit:
-        outcome = engine.run_unit(db, settings, unit.registry, execution_id)
+        outcome = engine.run_unit(db, settings, unit.registry, execution_id, on_claim=unit.claimed)
         unit.outcome(outcome)
         if outcome.status == "retry":
             dispatch_unit(execution_id, outcome.region, outcome.retry_in)

@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 from beacon.celery_app import EXECUTE_UNIT
 from beacon.db import Database
-from beacon.engine import UnitOutcome
+from beacon.engine import Claim, UnitOutcome
 from beacon.logs import bind, log_context
-from beacon.models import Execution, Job
+from beacon.models import Job
 from beacon.observability import metrics
 from beacon.observability.errors import DeadlineExceeded, JobCancelled
 from beacon.providers import ProviderError, ProviderRegistry, ProviderRequest, UnknownRegion
@@ -39,46 +39,52 @@ def job_context(job_id: str) -> Iterator[None]:
 class TimedRegistry:
     """The engine's provider registry, timing each call and leaving a breadcrumb."""
 
-    def __init__(self, inner: ProviderRegistry, provider: str):
+    def __init__(self, inner: ProviderRegistry):
         self._inner = inner
-        self._provider = provider
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def call(self, region: str, request: ProviderRequest):
+        provider = _provider_name(self._inner, region)
         started = time.perf_counter()
         result = "ok"
         try:
-            with sentry_sdk.start_span(op="provider.call", name=f"{self._provider} {region}"):
+            with sentry_sdk.start_span(op="provider.call", name=f"{provider} {region}"):
                 return self._inner.call(region, request)
         except ProviderError as error:
             result = error.code
             raise
         finally:
             seconds = time.perf_counter() - started
-            metrics.provider_latency.labels(region, self._provider).observe(seconds)
+            metrics.provider_latency.labels(region, provider).observe(seconds)
             sentry_sdk.add_breadcrumb(
                 category="unit", message=f"provider call: {result}", level="info" if result == "ok" else "warning",
-                data={"region": region, "provider": self._provider, "model_id": request.model_id,
+                data={"region": region, "provider": provider, "model_id": request.model_id,
                       "question_id": request.question_id, "duration_ms": round(seconds * 1000)},
             )
 
 
 class UnitObservation:
-    """What is known about one unit before the engine runs it, and what happens to it."""
+    """One unit as the engine runs it: identified once claimed (no lookup of its own), then its outcome."""
 
     def __init__(self, db: Database, registry: ProviderRegistry, execution_id: int):
         self.db = db
         self.execution_id = execution_id
-        with db.session() as session:
-            row = session.execute(
-                select(Execution.job_id, Execution.region, Execution.model_id, Execution.question_id)
-                .where(Execution.id == execution_id)
-            ).one_or_none()
-        self.job_id, self.region, self.model_id, self.question_id = row or (None, None, None, None)
-        self.provider = _provider_name(registry, self.region)
-        self.registry = TimedRegistry(registry, self.provider)
+        self.job_id = self.region = self.model_id = self.question_id = None
+        self.provider = "unknown"
+        self._registry = registry
+        self.registry = TimedRegistry(registry)
+
+    def claimed(self, claim: Claim) -> None:
+        """The engine's ``on_claim`` hook: tag events and log lines with the unit from here on."""
+        self.job_id, self.region, self.model_id, self.question_id = (
+            claim.job_id, claim.region, claim.model_id, claim.question_id)
+        self.provider = _provider_name(self._registry, self.region)
+        sentry_sdk.set_tags(self.tags)
+        bind(job_id=self.job_id, region=self.region)  # reset with the rest when the task ends
+        sentry_sdk.add_breadcrumb(category="unit", message="unit claimed",
+                                  data={"execution_id": self.execution_id, "attempt": claim.attempts, **self.tags})
 
     @property
     def tags(self) -> dict[str, str]:
@@ -136,9 +142,8 @@ def _provider_name(registry: ProviderRegistry, region: str | None) -> str:
 def observe_unit(db: Database, registry: ProviderRegistry, execution_id: int) -> Iterator[UnitObservation]:
     """Tag the task's events and log lines with the unit for the duration of the block."""
     unit = UnitObservation(db, registry, execution_id)
-    sentry_sdk.set_tags(unit.tags)
-    token = bind(execution_id=execution_id, job_id=unit.job_id, region=unit.region)
-    sentry_sdk.add_breadcrumb(category="unit", message="unit received", data={"execution_id": execution_id, **unit.tags})
+    token = bind(execution_id=execution_id)
+    sentry_sdk.add_breadcrumb(category="unit", message="unit received", data={"execution_id": execution_id})
     try:
         yield unit
     finally:

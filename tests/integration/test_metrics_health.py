@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
 from app import create_app
 from beacon.celery_app import make_celery
 from beacon.db import database_for
+from beacon.models import OutboxMessage
 from beacon.outbox import enqueue
 from beacon.settings import Settings
 from beacon.timeutil import utcnow
@@ -109,7 +111,8 @@ def test_scrape_time_jobs_outbox_and_queue_depth(make_settings, clean_db, redis_
             jobs = [submit(base, keypair) for _ in range(2)]  # no worker here: run_job waits in the queue
             with database_for(clean_db).session() as session:
                 stuck = enqueue(session, "beacon.run_job", "jobs", [jobs[0]])
-                stuck.created_at = utcnow() - timedelta(seconds=90)
+                session.execute(update(OutboxMessage).where(OutboxMessage.id == stuck.id)
+                                .values(created_at=utcnow() - timedelta(seconds=90)))
             text = requests.get(f"{base}/metrics", timeout=10).text
             assert sample(text, "beacon_database_up") == 1 and sample(text, "beacon_broker_up") == 1
             assert sample(text, "beacon_jobs", status="queued") == 2

@@ -308,7 +308,8 @@ def test_one_trace_from_the_request_through_run_job_to_each_unit_and_through_the
     stored_trace = uuid.uuid4().hex
     with fresh.db.session() as session:
         row = enqueue(session, RUN_JOB, JOBS_QUEUE, [job_id], {"sentry-trace": traceparent(stored_trace)})
-        row.next_attempt_at = utcnow()  # due now, as after a failed fast path
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id)  # due now, as after a failed
+                        .values(next_attempt_at=utcnow()))                       # fast path
     fresh.celery.send_task(RELAY_OUTBOX, queue=JOBS_QUEUE)
     wait_for(lambda: in_trace(sink, stored_trace) == sorted([f"relay {RUN_JOB}", RUN_JOB]),
              what="the relay's publish and run_job in the stored trace")
