@@ -1,4 +1,5 @@
-"""The baseline for bench/pipeline.py: raw Celery with a no-op task, same broker and worker settings."""
+"""The baseline for bench/pipeline.py: raw Celery with a no-op task, same broker and worker settings
+(thread pool of 16, prefetch 1, late acks, task events on)."""
 
 import os
 
@@ -11,6 +12,7 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    worker_send_task_events=True,  # as beacon's workers (-E, for Flower)
     task_default_queue="raw",
 )
 
