@@ -107,8 +107,14 @@ def encode_portable(value: Any) -> bytes:
 
 
 # Characters the standard library's encoder copies through but Go escapes (only ever inside strings).
-_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
-                            "\u2029": "\\u2029"})
+_HTML_SAFE = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
+def _html_safe(text: str) -> str:
+    for char, escaped in _HTML_SAFE:
+        if char in text:
+            text = text.replace(char, escaped)
+    return text
 
 
 class _NeedsPortable(Exception):
@@ -142,7 +148,7 @@ def canonical_json(value: Any) -> bytes:
     try:
         text = json.dumps(_for_stdlib(value), ensure_ascii=False, separators=(",", ":"), sort_keys=True,
                           allow_nan=False)
-        return text.translate(_HTML_SAFE).encode("utf-8")
+        return _html_safe(text).encode("utf-8")
     except (_NeedsPortable, UnicodeEncodeError):  # UnicodeEncodeError: a lone surrogate, see _escape_char
         return encode_portable(value)
 
