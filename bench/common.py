@@ -7,38 +7,14 @@ import os
 import statistics
 import subprocess
 import sys
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import redis
-from sqlalchemy import create_engine, text
 
 from beacon.signing import KeyPair
-from tests.support import spare_port, wait_for  # noqa: F401  (shared with the benches)
+from tests.support import scratch_database, spare_port, wait_for  # noqa: F401  (shared with the tests)
 
-PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    """A fresh, migrated Postgres database, dropped afterwards."""
-    from beacon.migrate import upgrade
-
-    name = f"beacon_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def redis_db(number: int) -> str:

@@ -92,7 +92,7 @@ def postgres_url() -> Iterator[str]:
 
         yield Settings.from_env({"DATABASE_URL": url}).database_url
         return
-    with scratch_database() as scratch:
+    with scratch_database("beacon_bench") as scratch:
         yield scratch
 
 

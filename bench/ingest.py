@@ -116,7 +116,7 @@ def main() -> None:
     key = KeyPair.generate()
     work = Path(tempfile.mkdtemp(prefix="beacon-bench-"))
     trusted = trusted_key_file(work, key)
-    with scratch_database() as database_url:
+    with scratch_database("beacon_bench") as database_url:
         env = {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15),
                "RATE_LIMIT_REDIS_URL": redis_db(14), "TRUSTED_KEYS_FILE": str(trusted),
                "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING"}

@@ -127,7 +127,7 @@ def main() -> None:
     key = KeyPair.generate()
     work = Path(tempfile.mkdtemp(prefix="beacon-bench-"))
     trusted = trusted_key_file(work, key)
-    with scratch_database() as database_url:
+    with scratch_database("beacon_bench") as database_url:
         beacon_s = run_beacon(beacon_env(database_url, work, trusted, 0), work, key, options.jobs, QUESTIONS,
                               MODELS)[0]
         walls = fanout_overhead(beacon_env(database_url, work, trusted, 1000), work, key, options.fanout_repeats)

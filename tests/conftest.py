@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -11,8 +10,8 @@ import pytest
 
 from beacon.settings import Settings
 from beacon.signing import KeyPair
+from tests.support import scratch_database
 
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 # Separate Redis databases per concern, away from db 0, so a test's flush never wipes a real queue.
@@ -25,23 +24,8 @@ REDIS_IDLE_DB = REDIS_BROKER_DB + 2  # a broker database no test worker consumes
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A new Postgres database migrated to head, dropped at the end of the session."""
-    from sqlalchemy import create_engine, text
-
-    from beacon.migrate import upgrade
-
-    name = f"beacon_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    yield url
-    from beacon.db import database_for
-
-    database_for(url).engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("beacon_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,33 @@ BASE_SPEC: dict[str, Any] = {
     "constraints": {"regions": ["US", "EU", "APAC"], "min_regions": 1},
     "metadata": {},
 }
+
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def scratch_database(prefix: str, migrate: bool = True) -> Iterator[str]:
+    """A new Postgres database (migrated to head unless told not to), dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    from beacon.db import database_for
+    from beacon.migrate import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        if migrate:
+            upgrade(url)
+        yield url
+    finally:
+        database_for(url).engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def fixtures_dir() -> Path:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from beacon.migrate import downgrade, upgrade
 from beacon.models import Base
-from tests.conftest import PG_ADMIN_URL
+from tests.support import scratch_database
 
 
 @pytest.fixture
 def scratch_pg():
-    name = f"beacon_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("beacon_mig", migrate=False) as url:
+        yield url
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
