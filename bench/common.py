@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from beacon.signing import KeyPair
-from tests.support import scratch_database, spare_port, wait_for  # noqa: F401  (shared with the tests)
+from tests.support import body, make_spec, scratch_database, spare_port, wait_for  # noqa: F401  (shared with the tests)
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -21,6 +21,12 @@ def redis_db(number: int) -> str:
     url = f"{REDIS_URL}/{number}"
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+def beacon_env(database_url: str, work: Path, trusted: Path, **extra: str) -> dict[str, str]:
+    """The settings every bench process of Beacon runs with (fresh Redis databases 15 and 14)."""
+    return {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15), "RATE_LIMIT_REDIS_URL": redis_db(14),
+            "TRUSTED_KEYS_FILE": str(trusted), "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING", **extra}
 
 
 def trusted_key_file(work: Path, key: KeyPair) -> Path:

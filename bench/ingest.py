@@ -9,7 +9,6 @@ Run: .venv/bin/python -m bench.ingest [--requests 3000] [--clients 32]
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import tempfile
 import threading
@@ -18,11 +17,12 @@ from pathlib import Path
 
 import requests
 
-from beacon.signing import KeyPair, sign_document
-from beacon.timeutil import isoformat, utcnow
+from beacon.signing import KeyPair
 from bench.common import (
     PYTHON,
-    redis_db,
+    beacon_env,
+    body,
+    make_spec,
     scratch_database,
     spare_port,
     start,
@@ -34,22 +34,8 @@ from bench.common import (
 
 GUNICORN = ["-m", "gunicorn", "--workers", "2", "--threads", "4", "--worker-class", "gthread", "--log-level",
             "warning"]
-SPEC = {
-    "version": "1.0",
-    "benchmark": {"name": "bench", "container": {"image": "alpine"},
-                  "input": {"type": "prompt", "data": {"prompt": "Who are you?"}, "hash": "sha256:x"}},
-    "constraints": {"regions": ["US", "EU", "APAC"]},
-}
-
-
 def signed_bodies(key: KeyPair, count: int) -> list[bytes]:
-    stamp = isoformat(utcnow())
-    return [
-        json.dumps(sign_document({**SPEC, "id": f"bench-{i}-{time.time_ns()}",
-                                  "metadata": {"nonce": f"n-{i}-{time.time_ns()}", "timestamp": stamp}},
-                                 key.signing_key)).encode()
-        for i in range(count)
-    ]
+    return [body(make_spec(key)) for _ in range(count)]
 
 
 def _client(args: tuple[str, list[bytes], int]) -> tuple[list[float], int]:
@@ -117,9 +103,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="beacon-bench-"))
     trusted = trusted_key_file(work, key)
     with scratch_database("beacon_bench") as database_url:
-        env = {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15),
-               "RATE_LIMIT_REDIS_URL": redis_db(14), "TRUSTED_KEYS_FILE": str(trusted),
-               "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING"}
+        env = beacon_env(database_url, work, trusted)
         results = {}
         for name, target in (("trivial", "bench.trivial_app:app"), ("ingest", "app:create_app()")):
             url, process = serve(target, env, str(work / f"{name}.log"))

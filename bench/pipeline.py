@@ -14,16 +14,28 @@ import json
 import statistics
 import tempfile
 import time
-import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from celery import chord
 from sqlalchemy import func, select
 
 from beacon.models import Job
-from beacon.signing import KeyPair, sign_document
-from beacon.timeutil import isoformat, utcnow
-from bench.common import PYTHON, redis_db, scratch_database, start, stop, trusted_key_file, wait_for
+from beacon.signing import KeyPair
+from beacon.timeutil import utcnow
+from bench.common import (
+    PYTHON,
+    beacon_env,
+    body,
+    make_spec,
+    redis_db,
+    scratch_database,
+    start,
+    stop,
+    trusted_key_file,
+    wait_for,
+)
 
 WORKER = ["worker", "--pool", "threads", "--concurrency", "16"]
 QUESTIONS = ["math_basic", "geography_basic", "identity_basic"]
@@ -32,21 +44,7 @@ WIDTH = 3 * len(MODELS) * len(QUESTIONS)
 
 
 def spec(key: KeyPair, questions: list[str], models: list[str]) -> bytes:
-    doc = {
-        "id": f"bench-{uuid.uuid4()}", "version": "1.0",
-        "benchmark": {"name": "bench", "container": {"image": "alpine"},
-                      "input": {"type": "questions", "data": {}, "hash": "sha256:x"}},
-        "constraints": {"regions": ["US", "EU", "APAC"], "min_regions": 1},
-        "metadata": {"nonce": uuid.uuid4().hex, "timestamp": isoformat(utcnow())},
-        "questions": questions, "models": models,
-    }
-    return json.dumps(sign_document(doc, key.signing_key)).encode()
-
-
-def beacon_env(database_url: str, work: Path, trusted: Path, latency_ms: int) -> dict[str, str]:
-    return {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15), "RATE_LIMIT_REDIS_URL": redis_db(14),
-            "TRUSTED_KEYS_FILE": str(trusted), "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING",
-            "SIMULATOR_LATENCY_MS": str(latency_ms)}
+    return body(make_spec(key, questions=questions, models=models))
 
 
 def terminal_count(db, ids: list[str]) -> int:  # noqa: ANN001
@@ -54,48 +52,47 @@ def terminal_count(db, ids: list[str]) -> int:  # noqa: ANN001
         return session.scalar(select(func.count()).where(Job.id.in_(ids), Job.status.in_(("completed", "failed"))))
 
 
-def run_beacon(env: dict[str, str], work: Path, key: KeyPair, jobs: int, questions, models) -> list[float]:  # noqa: ANN001
-    """Submit ``jobs`` jobs through the ingest service; seconds from first submit until all end."""
+@contextmanager
+def beacon_worker(env: dict[str, str], log: Path) -> Iterator:
+    """A ``beacon worker`` process with ``env``, and the services that submit to it."""
     from app.services import Services
     from beacon.settings import Settings
 
     services = Services.build(Settings.from_env(env))
-    worker = start([PYTHON, "-m", "beacon", *WORKER], env, str(work / "worker.log"))
+    worker = start([PYTHON, "-m", "beacon", *WORKER], env, str(log))
     try:
         wait_for(lambda: services.celery.control.ping(timeout=0.5), timeout=60, what="beacon worker")
-        bodies = [spec(key, questions, models) for _ in range(jobs)]
-        ids = [json.loads(b)["id"] for b in bodies]
-        began = time.perf_counter()
-        for body in bodies:
-            assert services.ingestor.submit(body, "127.0.0.1", None).status == 202
-        wait_for(lambda: terminal_count(services.db, ids) == len(ids), timeout=600, interval=0.005,
-                   what="jobs to end")
-        return [time.perf_counter() - began]
+        yield services
     finally:
         stop(worker)
+
+
+def run_beacon(env: dict[str, str], work: Path, key: KeyPair, jobs: int) -> float:
+    """Seconds from submitting ``jobs`` jobs through the ingest service until all have ended."""
+    with beacon_worker(env, work / "worker.log") as services:
+        bodies = [spec(key, QUESTIONS, MODELS) for _ in range(jobs)]
+        ids = [json.loads(b)["id"] for b in bodies]
+        began = time.perf_counter()
+        for raw in bodies:
+            assert services.ingestor.submit(raw, "127.0.0.1", None).status == 202
+        wait_for(lambda: terminal_count(services.db, ids) == len(ids), timeout=600, interval=0.005,
+                 what="jobs to end")
+        return time.perf_counter() - began
 
 
 def fanout_overhead(env: dict[str, str], work: Path, key: KeyPair, repeats: int) -> list[float]:
     """Seconds from just before submission to the job's finished_at, for jobs of 3 units of 1 s."""
-    from app.services import Services
-    from beacon.settings import Settings
-
-    services = Services.build(Settings.from_env(env))
-    worker = start([PYTHON, "-m", "beacon", *WORKER], env, str(work / "worker-1s.log"))
-    try:
-        wait_for(lambda: services.celery.control.ping(timeout=0.5), timeout=60, what="beacon worker")
+    with beacon_worker(env, work / "worker-1s.log") as services:
         walls = []
         for _ in range(repeats + 1):  # the first run warms connections up and is dropped
-            body = spec(key, ["math_basic"], ["llama3.2-1b"])
-            job_id = json.loads(body)["id"]
+            raw = spec(key, ["math_basic"], ["llama3.2-1b"])
+            job_id = json.loads(raw)["id"]
             began = utcnow()
-            services.ingestor.submit(body, "127.0.0.1", None)
+            services.ingestor.submit(raw, "127.0.0.1", None)
             wait_for(lambda: terminal_count(services.db, [job_id]) == 1, interval=0.01, what="job to end")
             with services.db.session() as session:  # the job's own finish stamp, not when we noticed it
                 walls.append((session.get(Job, job_id).finished_at - began).total_seconds())
         return walls[1:]
-    finally:
-        stop(worker)
 
 
 def run_raw(work: Path, chords: int) -> float:
@@ -128,9 +125,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="beacon-bench-"))
     trusted = trusted_key_file(work, key)
     with scratch_database("beacon_bench") as database_url:
-        beacon_s = run_beacon(beacon_env(database_url, work, trusted, 0), work, key, options.jobs, QUESTIONS,
-                              MODELS)[0]
-        walls = fanout_overhead(beacon_env(database_url, work, trusted, 1000), work, key, options.fanout_repeats)
+        beacon_s = run_beacon(beacon_env(database_url, work, trusted, SIMULATOR_LATENCY_MS="0"), work, key,
+                              options.jobs)
+        walls = fanout_overhead(beacon_env(database_url, work, trusted, SIMULATOR_LATENCY_MS="1000"), work, key,
+                                options.fanout_repeats)
     raw_s = run_raw(work, options.jobs)
     units = options.jobs * WIDTH
     print(f"beacon pipeline: {options.jobs} jobs × {WIDTH} units in {beacon_s:.2f} s = "
