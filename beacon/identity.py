@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from beacon.signing import KeyPair, b64decode, b64encode, sign_document, verify_document
+from beacon.signing import KeyPair, b64decode, sign_document, verify_document
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +72,9 @@ def _load(path: Path) -> KeyPair:
 
 
 def create_key_once(path: Path) -> bool:
-    """Create the key file at ``path`` unless it exists. True when this call created it.
-
-    Safe against concurrent processes: each writes its own temporary file and tries to hard-link
-    it into place; ``os.link`` refuses an existing target, so exactly one key wins.
-    """
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(b64encode(bytes(KeyPair.generate().signing_key)) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Create the key file at ``path`` unless it exists (safe against concurrent processes).
+    True when this call created it."""
+    return not path.exists() and KeyPair.generate().save(path, replace=False)
 
 
 @lru_cache(maxsize=8)

@@ -131,13 +131,27 @@ class KeyPair:
         text = Path(path).read_text().strip()
         return cls(SigningKey(b64decode(text, 32, f"private key in {path}")))
 
-    def save(self, path: str | Path) -> None:
-        """Write the private key (mode 0600, atomically) and ``<path>.pub`` beside it."""
+    def save(self, path: str | Path, *, replace: bool = True) -> bool:
+        """Write the private key (mode 0600) and ``<path>.pub`` beside it. The key file appears
+        whole or not at all. With ``replace=False`` an existing key is kept and False returned:
+        ``os.link`` refuses an existing target, so among concurrent writers exactly one wins."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(b64encode(bytes(self.signing_key)) + "\n")
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(b64encode(bytes(self.signing_key)) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            if replace:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+        finally:
+            tmp.unlink(missing_ok=True)
         Path(f"{path}.pub").write_text(self.public_key_b64 + "\n")
+        return True

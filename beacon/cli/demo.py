@@ -76,8 +76,7 @@ def _demo_key(data_dir: Path) -> tuple[Path, Path]:
     from beacon.signing import KeyPair
 
     key_path = data_dir / "demo-key"
-    if not key_path.exists():
-        KeyPair.generate().save(key_path)
+    KeyPair.generate().save(key_path, replace=False)  # kept when it exists
     trusted = data_dir / "demo-trusted-keys.json"
     trusted.write_text(json.dumps([{"kid": "demo", "public_key": KeyPair.load(key_path).public_key_b64,
                                     "status": "active"}]))
