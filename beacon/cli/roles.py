@@ -104,11 +104,13 @@ def migrate(revision: str, down_to: str | None) -> None:
 def relay() -> None:
     """Publish unpublished outbox rows once (what beat does every few seconds)."""
     from beacon.db import get_database
+    from beacon.observability.tracing import traced_publisher
     from beacon.outbox import celery_publisher
     from beacon.outbox import relay as run_relay
     from workers import app
 
-    result = run_relay(get_database(), celery_publisher(app))
+    result = run_relay(get_database(), traced_publisher(celery_publisher(app)))  # as beat's relay: each row
+    # continues the trace stored with it
     click.echo(json.dumps({"published": result.published, "failed": result.failed}))
     sys.exit(1 if result.failed else 0)
 
