@@ -9,11 +9,11 @@ from flask import Blueprint, jsonify, request
 
 from app.openapi import error_responses, json_response, path_param, query_param
 from app.services import services
-from beacon import admin
+from beacon.operations import admin
 from beacon.errors import ApiError, ValidationError
-from beacon.ingest import decode_json
-from beacon.jobs import page_limit
-from beacon.outbox import celery_publisher
+from beacon.ingest.ingestor import decode_json
+from beacon.resources.jobs import page_limit
+from beacon.messaging.outbox import celery_publisher
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

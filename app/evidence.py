@@ -10,14 +10,16 @@ from sqlalchemy.orm import Session
 
 from app.openapi import error_responses, json_response, path_param, query_param
 from app.services import services
-from beacon import bundles, jobs, transparency
-from beacon.analysis import unified_diff
-from beacon.blockstore import BlockCorrupt, BlockMissing, block_key, block_store, read_file
-from beacon.engine import execution_dict
+from beacon.evidence import bundles
+from beacon.resources import jobs
+from beacon.evidence import transparency
+from beacon.execution.analysis import unified_diff
+from beacon.evidence.blockstore import BlockCorrupt, BlockMissing, block_key, block_store, read_file
+from beacon.execution.engine import execution_dict
 from beacon.errors import ApiError, ValidationError, not_found
-from beacon.identity import runner_identity
+from beacon.evidence.identity import runner_identity
 from beacon.models import Bundle, Execution, TransparencyEntry
-from beacon.receipts import receipt_text
+from beacon.evidence.receipts import receipt_text
 
 bp = Blueprint("evidence", __name__)
 

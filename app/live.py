@@ -14,7 +14,7 @@ from flask_sock import Sock
 
 from app.openapi import json_response
 from app.services import services
-from beacon.events import EVENTS_CHANNEL
+from beacon.messaging.events import EVENTS_CHANNEL
 
 bp = Blueprint("live", __name__)
 sock = Sock()

@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 
 from app.openapi import error_responses
 from app.services import services
-from beacon import admin
+from beacon.operations import admin
 from beacon.errors import ApiError
 from beacon.logs import bind, log_context
 from beacon.observability import metrics

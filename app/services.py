@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from celery import Celery
 from flask import current_app
 
-from beacon.celery_app import make_celery
+from beacon.messaging.celery_app import make_celery
 from beacon.db import Database, database_for
-from beacon.ingest import Ingestor
-from beacon.outbox import celery_publisher
-from beacon.providers import load_provider_configs
-from beacon.questions import load_catalogue
-from beacon.ratelimit import SignatureFailureLimiter
+from beacon.ingest.ingestor import Ingestor
+from beacon.messaging.outbox import celery_publisher
+from beacon.execution.providers import load_provider_configs
+from beacon.ingest.questions import load_catalogue
+from beacon.ingest.ratelimit import SignatureFailureLimiter
 from beacon.settings import Settings
-from beacon.trust import TrustStore
+from beacon.ingest.trust import TrustStore
 
 
 @dataclass

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Mapping
 
 from beacon import __version__
-from beacon.analysis import Thresholds
 
 
 class SettingsError(ValueError):
@@ -89,11 +88,23 @@ def _basic_auth(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return _list(env, name)
 
 
-def _thresholds(env: Mapping[str, str]) -> Thresholds:
-    try:
-        return Thresholds.from_env(env)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
+def _thresholds(env: Mapping[str, str]) -> tuple[float, float, float]:
+    """(high divergence, medium divergence, similarity) for ``beacon.execution.analysis.Thresholds``."""
+    values = []
+    for name, default in (("ANALYSIS_HIGH_DIVERGENCE", 0.6), ("ANALYSIS_MEDIUM_DIVERGENCE", 0.3),
+                          ("ANALYSIS_SIMILARITY", 0.5)):
+        raw = _str(env, name)
+        try:
+            value = default if raw is None else float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise SettingsError(f"{name} must be between 0 and 1, got {raw!r}")
+        values.append(value)
+    high, medium, similar = values
+    if medium > high:
+        raise SettingsError(f"ANALYSIS_MEDIUM_DIVERGENCE ({medium}) must not exceed ANALYSIS_HIGH_DIVERGENCE ({high})")
+    return high, medium, similar
 
 
 def _environment(env: Mapping[str, str]) -> str:
@@ -140,7 +151,7 @@ class Settings:
     simulator_latency_ms: float
     simulator_error_rate: float
     simulator_hang_rate: float
-    analysis_thresholds: Thresholds
+    analysis_thresholds: tuple[float, float, float]  # high divergence, medium divergence, similarity
     admin_tokens: tuple[str, ...] = field(repr=False, default=())
     operator_tokens: tuple[str, ...] = field(repr=False, default=())
     viewer_tokens: tuple[str, ...] = field(repr=False, default=())

@@ -1,1 +1,4 @@
-"""Celery beat: the schedule of periodic work and the tasks it runs (executed by workers)."""
+"""Celery beat: only the schedule (``beat.schedule``) and the app that runs it (``beat.app``).
+
+The periodic tasks it names run in worker processes (``workers.periodic``).
+"""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery.schedules import crontab
 
-from beacon.celery_app import JOBS_QUEUE, PURGE, RELAY_OUTBOX, RETRY_PINS, SWEEP
+from beacon.messaging.celery_app import JOBS_QUEUE, PURGE, RELAY_OUTBOX, RETRY_PINS, SWEEP
 from beacon.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """Evidence throughput, by hand (never in the test suite):
 
 1. Bundle + CID: seal a job's evidence in memory (sign every receipt, encode and sign the bundle
-   as canonical JSON, compute its CIDv0 DAG with beacon.cid) and, over the same bundle bytes in
+   as canonical JSON, compute its CIDv0 DAG with beacon.evidence.cid) and, over the same bundle bytes in
    the same run, plain SHA-256. Prints MB/s of bundle bytes and the ratios to SHA-256 (target for
    the CID: >= 0.5x).
 2. Transparency appends per second on Postgres, one transaction per append as at finalisation:
@@ -23,14 +23,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
-from beacon import transparency
-from beacon.bundles import bundle_bytes
-from beacon.cid import build_dag
+from beacon.evidence import transparency
+from beacon.evidence.bundles import bundle_bytes
+from beacon.evidence.cid import build_dag
 from beacon.db import database_for
-from beacon.identity import RunnerIdentity
+from beacon.evidence.identity import RunnerIdentity
 from beacon.models import Execution, Job
-from beacon.receipts import build_receipt
-from beacon.signing import KeyPair
+from beacon.evidence.receipts import build_receipt
+from beacon.crypto.signing import KeyPair
 from beacon.timeutil import utcnow
 from bench.common import scratch_database
 
@@ -80,7 +80,7 @@ def bench_bundle(units: int, output_bytes: int) -> None:
     t_sha = best_of(5, lambda: hashlib.sha256(data).digest())
     print(f"bundle: {units} receipts, {mb:.2f} MB")
     print(f"  sha256 (baseline)          {mb / t_sha:9.1f} MB/s")
-    print(f"  CID (beacon.cid DAG)       {mb / t_cid:9.1f} MB/s   ratio to sha256 {t_sha / t_cid:.2f}x (target >= 0.5x)")
+    print(f"  CID (beacon.evidence.cid DAG)       {mb / t_cid:9.1f} MB/s   ratio to sha256 {t_sha / t_cid:.2f}x (target >= 0.5x)")
     print(f"  bundle + CID (full seal)   {mb / t_seal:9.1f} MB/s   ratio to sha256 {t_sha / t_seal:.3f}x")
 
 

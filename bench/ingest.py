@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from beacon.signing import KeyPair
+from beacon.crypto.signing import KeyPair
 from bench.common import (
     PYTHON,
     beacon_env,

@@ -22,7 +22,7 @@ from celery import chord
 from sqlalchemy import func, select
 
 from beacon.models import Job
-from beacon.signing import KeyPair
+from beacon.crypto.signing import KeyPair
 from beacon.timeutil import utcnow
 from bench.common import (
     PYTHON,

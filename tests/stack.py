@@ -11,12 +11,13 @@ import requests
 from kombu import Connection, Queue
 
 from app import create_app
-from beacon import engine
-from beacon.celery_app import RUN_JOB, make_celery
+from beacon.execution import engine
+from beacon.messaging.celery_app import make_celery
+from beacon.messaging.dispatch import dispatch_unit, publish_run_job
 from beacon.db import database_for
-from beacon.providers import serve_simulator
+from beacon.execution.providers import serve_simulator
 from beacon.settings import Settings
-from beacon.signing import KeyPair
+from beacon.crypto.signing import KeyPair
 from tests.support import WorkerProcess, body, make_spec, serve_wsgi, wait_for
 
 QUEUES = ["jobs", "region.US", "region.EU", "region.APAC"]
@@ -114,10 +115,10 @@ class Stack:
         return wait_for(done, timeout=timeout, interval=0.1, what=f"job {job_id} to end")
 
     def dispatch(self, execution_id: int, region: str, countdown: float) -> None:
-        self.celery.send_task("beacon.execute_unit", args=[execution_id], queue=f"region.{region}")
+        dispatch_unit(execution_id, region, countdown, app=self.celery)
 
     def republish(self, job_id: str) -> None:
-        self.celery.send_task(RUN_JOB, args=[job_id], queue="jobs")
+        publish_run_job(job_id, app=self.celery)
 
     def close(self) -> None:
         for worker in self.workers:

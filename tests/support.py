@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import redis
 from werkzeug.serving import make_server
 
-from beacon.signing import KeyPair, sign_document
+from beacon.crypto.signing import KeyPair, sign_document
 from beacon.timeutil import isoformat, utcnow
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -197,7 +197,7 @@ class WorkerProcess:
 
 
 def ipfs_cid_of(data: bytes) -> tuple[str, str]:
-    """(CIDv0, CIDv1) of ``data`` by Debian's ``ipfs_cid``, an implementation independent of beacon.cid."""
+    """(CIDv0, CIDv1) of ``data`` by Debian's ``ipfs_cid``, an implementation independent of beacon.evidence.cid."""
     import json as _json
     import tempfile
 
@@ -220,10 +220,10 @@ def seed_answered_job(db, settings, key: KeyPair, questions: list[str], regions:
     import hashlib
     from datetime import timedelta
 
-    from beacon.classify import classify
+    from beacon.execution.classify import classify
     from beacon.models import Execution, Job
-    from beacon.providers import simulate_answer
-    from beacon.questions import load_catalogue
+    from beacon.execution.providers import simulate_answer
+    from beacon.ingest.questions import load_catalogue
 
     spec = make_spec(key, questions=questions, models=list(models),
                      constraints={"regions": list(regions), "min_regions": 1})
@@ -254,7 +254,7 @@ class LoopbackIpfsNode:
     downloads the binary at install time, which this workplace cannot fetch).
 
     ``POST /api/v0/add`` (multipart) computes the CID of the uploaded bytes with Debian's ``ipfs_cid``,
-    independent of beacon.cid; ``POST /api/v0/pin/add?arg=`` pins a CID it holds. ``cid_version = 1``
+    independent of beacon.evidence.cid; ``POST /api/v0/pin/add?arg=`` pins a CID it holds. ``cid_version = 1``
     imitates a node configured for CIDv1, which answers another CID for the same bytes.
     """
 

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from celery import current_app, shared_task
+from celery import shared_task
 
-from beacon import engine
-from beacon.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
+from beacon.execution import engine
+from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
+from beacon.messaging.dispatch import dispatch_unit
 from beacon.db import get_database
 from beacon.observability.units import job_context, observe_unit
 from beacon.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-
-def dispatch_unit(execution_id: int, region: str, countdown: float) -> None:
-    current_app.send_task(EXECUTE_UNIT, args=[execution_id], queue=region_queue(region),
-                          countdown=countdown or None)
-
-
-def publish_run_job(job_id: str) -> None:
-    current_app.send_task(RUN_JOB, args=[job_id], queue=JOBS_QUEUE)
 
 
 @shared_task(name=RUN_JOB, ignore_result=True)

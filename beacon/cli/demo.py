@@ -27,7 +27,7 @@ SAMPLE_JOB = Path(__file__).resolve().parent.parent / "data" / "sample-job.json"
 @click.option("--hang-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 def simulator(port: int, host: str, latency_ms: float, error_rate: float, hang_rate: float) -> None:
     """Serve the offline model simulator over HTTP (/inference and /v1/chat/completions)."""
-    from beacon.providers import serve_simulator
+    from beacon.execution.providers import serve_simulator
 
     server = serve_simulator(host=host, port=port, latency_ms=latency_ms, error_rate=error_rate,
                              hang_rate=hang_rate)
@@ -73,7 +73,7 @@ def _wait_http(url: str, processes: list[subprocess.Popen], logs: Path, timeout_
 
 def _demo_key(data_dir: Path) -> tuple[Path, Path]:
     """The demo's submitter key (created once) and a trusted keys file naming it."""
-    from beacon.signing import KeyPair
+    from beacon.crypto.signing import KeyPair
 
     key_path = data_dir / "demo-key"
     KeyPair.generate().save(key_path, replace=False)  # kept when it exists
@@ -94,7 +94,7 @@ def demo(port: int | None, keep_running: bool) -> None:
 
     from beacon import migrate
     from beacon.cli.keys import post_job, prepare_spec, read_json_file
-    from beacon.follow import analysis_table, answers_table, follow_job
+    from beacon.cli.follow import analysis_table, answers_table, follow_job
 
     settings = get_settings()
     console = Console()

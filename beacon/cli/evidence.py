@@ -21,7 +21,7 @@ def ipfs() -> None:
               help="0: Qm… (Kubo's default); 1: the base32 CIDv1 of the same DAG.")
 def ipfs_cid(file: str, cid_version: str) -> None:
     """Print the CID `ipfs add` gives FILE with Kubo's defaults (alone on the last line)."""
-    from beacon.cid import add_file
+    from beacon.evidence.cid import add_file
 
     dag = add_file(file, keep_blocks=False)
     click.echo(dag.root if cid_version == "0" else dag.root_v1)
@@ -33,7 +33,7 @@ def ipfs_cid(file: str, cid_version: str) -> None:
               help="The runner's public key (GET /api/v1/runner/identity) the tree heads must be signed by.")
 def verify_proof(file: str, public_key: str | None) -> None:
     """Check a transparency inclusion or consistency proof offline; exit 0 only if it verifies."""
-    from beacon.transparency import verify_proof_document
+    from beacon.evidence.transparency import verify_proof_document
 
     try:
         summary = verify_proof_document(read_json_file(file), public_key)

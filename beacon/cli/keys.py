@@ -19,7 +19,7 @@ from beacon.settings import get_settings
 @click.option("--force", is_flag=True, help="Overwrite an existing key file.")
 def keygen(out: str, force: bool) -> None:
     """Write a new Ed25519 key pair."""
-    from beacon.signing import KeyPair
+    from beacon.crypto.signing import KeyPair
 
     if Path(out).exists() and not force:
         raise click.ClickException(f"{out} exists; pass --force to overwrite it")
@@ -29,7 +29,7 @@ def keygen(out: str, force: bool) -> None:
 
 
 def read_json_file(path: str) -> dict:
-    from beacon.canonical import loads
+    from beacon.crypto.canonical import loads
 
     try:
         doc = loads(Path(path).read_text())
@@ -42,7 +42,7 @@ def read_json_file(path: str) -> dict:
 
 def prepare_spec(doc: dict, key_path: str, nonce: str | None = None, timestamp: str | None = None) -> dict:
     """Fill id, nonce and timestamp (fresh unless given) and sign the spec with the key file."""
-    from beacon.signing import KeyPair, sign_document
+    from beacon.crypto.signing import KeyPair, sign_document
     from beacon.timeutil import isoformat, utcnow
 
     pair = KeyPair.load(key_path)
@@ -80,8 +80,8 @@ def verify(file: str, public_key: str | None) -> None:
 
     A JobSpec, or a receipt, evidence bundle or tree head the runner signed (those only in the
     current canonical form)."""
-    from beacon.identity import RUNNER_KINDS, verify_runner_document
-    from beacon.signing import verify_document
+    from beacon.evidence.identity import RUNNER_KINDS, verify_runner_document
+    from beacon.crypto.signing import verify_document
 
     doc = read_json_file(file)
     try:
@@ -128,7 +128,7 @@ def submit(file: str, key_path: str | None, url: str | None, idempotency_key: st
     """Submit a JobSpec (signing it first with --key), follow it, print answers per question × region."""
     from rich.console import Console
 
-    from beacon.follow import answers_table, follow_job
+    from beacon.cli.follow import answers_table, follow_job
 
     doc = read_json_file(file)
     if key_path:

@@ -17,15 +17,15 @@ from beacon.settings import Settings, get_settings
 @click.option("--workers", type=int, default=None, help="gunicorn workers (default: WEB_CONCURRENCY, 2).")
 def api(port: int | None, host: str, workers: int | None) -> None:
     """Serve the HTTP API under gunicorn."""
-    from beacon.server import serve_api
+    from app.server import serve_api
 
     settings = get_settings()
     serve_api(host, port or settings.port, workers or settings.web_concurrency)
 
 
 def worker_queues(regions: tuple[str, ...], orchestration: bool) -> list[str]:
-    from beacon.celery_app import JOBS_QUEUE, region_queue
-    from beacon.providers import load_provider_configs
+    from beacon.messaging.celery_app import JOBS_QUEUE, region_queue
+    from beacon.execution.providers import load_provider_configs
 
     configured = sorted(load_provider_configs(get_settings().providers_file))
     unknown = [region for region in regions if region not in configured]
@@ -77,7 +77,7 @@ def worker(regions: str, orchestration: bool, concurrency: int, pool: str, hostn
 @main.command()
 def beat() -> None:
     """Run Celery beat (exactly one per deployment)."""
-    from workers import app
+    from beat.app import app
 
     schedule = get_settings().data_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
@@ -104,9 +104,9 @@ def migrate(revision: str, down_to: str | None) -> None:
 def relay() -> None:
     """Publish unpublished outbox rows once (what beat does every few seconds)."""
     from beacon.db import get_database
-    from beacon.observability.tracing import traced_publisher
-    from beacon.outbox import celery_publisher
-    from beacon.outbox import relay as run_relay
+    from beacon.messaging.tracing import traced_publisher
+    from beacon.messaging.outbox import celery_publisher
+    from beacon.messaging.outbox import relay as run_relay
     from workers import app
 
     result = run_relay(get_database(), traced_publisher(celery_publisher(app)))  # as beat's relay: each row

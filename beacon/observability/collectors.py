@@ -15,10 +15,10 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from beacon.admin import queue_depths, queue_names
+from beacon.operations.admin import queue_depths, queue_names
 from beacon.models import JOB_STATUSES, Job
 from beacon.observability.health import check_broker, probe_engine
-from beacon.outbox import pending_stats
+from beacon.messaging.outbox import pending_stats
 from beacon.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ class SentryTestError(RuntimeError):
 
 def configured_secrets(settings: Settings) -> set[str]:
     """Every secret value this process knows: role tokens, URL passwords, Flower and provider keys."""
-    from beacon.providers import load_provider_configs
+    from beacon.execution.providers import load_provider_configs
 
     secrets = {*settings.admin_tokens, *settings.operator_tokens, *settings.viewer_tokens}
     secrets.update(entry.partition(":")[2] for entry in settings.flower_basic_auth)

@@ -1,6 +1,6 @@
 """Worker-side instrumentation around the engine: tags, log context, breadcrumbs, metrics, reports.
 
-A failed unit is reported as its :class:`~beacon.providers.ProviderError`, fingerprinted by
+A failed unit is reported as its :class:`~beacon.execution.providers.ProviderError`, fingerprinted by
 region, provider and failure code, so one provider outage is one Sentry issue. A unit cut by
 the job deadline or dropped because its job was cancelled is captured as an expected
 interruption, which ``before_send`` drops (Sentry counts it as filtered, nothing more).
@@ -15,14 +15,14 @@ from typing import Any, Iterator
 import sentry_sdk
 from sqlalchemy import select
 
-from beacon.celery_app import EXECUTE_UNIT
+from beacon.messaging.celery_app import EXECUTE_UNIT
 from beacon.db import Database
-from beacon.engine import Claim, UnitOutcome
+from beacon.execution.engine import Claim, UnitOutcome
 from beacon.logs import bind, log_context
 from beacon.models import Job
 from beacon.observability import metrics
 from beacon.observability.errors import DeadlineExceeded, JobCancelled
-from beacon.providers import ProviderError, ProviderRegistry, ProviderRequest, UnknownRegion
+from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest, UnknownRegion
 
 
 @contextmanager

@@ -7,6 +7,8 @@ No worker consumes this broker database, so every message the API publishes stay
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import logging
@@ -19,13 +21,14 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from app import create_app
-from beacon import engine
-from beacon.celery_app import EXECUTE_UNIT, region_queue
+from beacon.execution import engine
+from beacon.messaging.celery_app import region_queue
+from beacon.messaging.dispatch import dispatch_unit
 from beacon.cli import main
 from beacon.db import database_for
 from beacon.models import Execution, Job, OutboxMessage
-from beacon.outbox import enqueue
-from beacon.signing import KeyPair
+from beacon.messaging.outbox import enqueue
+from beacon.crypto.signing import KeyPair
 from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_IDLE_DB
 from tests.support import body, make_spec, serve_wsgi, spare_port
@@ -66,14 +69,12 @@ class Api:
 
     def running_job(self) -> str:
         """A job moved to running by the engine, its three units dispatched to their region queues."""
-        from beacon.celery_app import make_celery
+        from beacon.messaging.celery_app import make_celery
 
         job_id = self.queued_job()
         self.celery = self.celery or make_celery(self.settings)
 
-        def dispatch(execution_id: int, region: str, countdown: float) -> None:
-            self.celery.send_task(EXECUTE_UNIT, args=[execution_id], queue=region_queue(region))
-
+        dispatch = functools.partial(dispatch_unit, app=self.celery)
         assert engine.start_job(self.db, self.settings, job_id, dispatch) == 3
         return job_id
 
@@ -108,7 +109,7 @@ def admin_log():
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("beacon.admin")
+    logger = logging.getLogger("beacon.operations.admin")
     logger.addHandler(handler)
     yield records
     logger.removeHandler(handler)

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 
 from app import create_app
 from beacon.models import Execution, Job
-from beacon.signing import KeyPair, sign_document
+from beacon.crypto.signing import KeyPair, sign_document
 from beacon.timeutil import isoformat, utcnow
 from tests.conftest import RABBITMQ_URL, REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB
 from tests.stack import Stack, constraints

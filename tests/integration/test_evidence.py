@@ -17,13 +17,13 @@ import requests
 from sqlalchemy import text, update
 
 from app import create_app
-from beacon import engine
-from beacon.canonical import loads
+from beacon.execution import engine
+from beacon.crypto.canonical import loads
 from beacon.db import database_for
-from beacon.identity import EMBEDDED_KEY_FILE, verify_runner_document
+from beacon.evidence.identity import EMBEDDED_KEY_FILE, verify_runner_document
 from beacon.migrate import upgrade
 from beacon.models import Job
-from beacon.signing import KeyPair
+from beacon.crypto.signing import KeyPair
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
 from tests.stack import Stack
 from tests.support import (

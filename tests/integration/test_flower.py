@@ -13,7 +13,7 @@ import pytest
 import requests
 from kombu import Connection, Queue
 
-from beacon.celery_app import EXECUTE_UNIT, JOBS_QUEUE, PURGE, RELAY_OUTBOX, RUN_JOB, SWEEP, make_celery
+from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, PURGE, RELAY_OUTBOX, RUN_JOB, SWEEP, make_celery
 from beacon.settings import Settings
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
 from tests.support import WorkerProcess, run_together, spare_port, wait_for

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from app import create_app
 from beacon.db import database_for
 from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
-from beacon.signing import KeyPair, sign_document
+from beacon.crypto.signing import KeyPair, sign_document
 from beacon.timeutil import isoformat, utcnow
 from tests.support import body, make_spec, serve_wsgi
 

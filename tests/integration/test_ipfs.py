@@ -2,7 +2,7 @@
 
 The node is ``tests.support.LoopbackIpfsNode``, a loopback stand-in for Kubo's RPC API: no Kubo
 binary installs here (see its docstring). It computes CIDs with Debian's ``ipfs_cid``, not with
-beacon.cid, so the CID check is against an independent implementation.
+beacon.evidence.cid, so the CID check is against an independent implementation.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from datetime import timedelta
 
 import pytest
 
-from beacon import bundles, engine
+from beacon.evidence import bundles
+from beacon.execution import engine
 from beacon.db import database_for
-from beacon.ipfs_rpc import IpfsError, IpfsRpc
+from beacon.evidence.ipfs_rpc import IpfsError, IpfsRpc
 from beacon.models import Bundle
-from beacon.signing import KeyPair
+from beacon.crypto.signing import KeyPair
 from beacon.timeutil import utcnow
 from tests.support import LoopbackIpfsNode, ipfs_cid_of, seed_answered_job
 

@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from app import create_app
-from beacon.celery_app import make_celery
+from beacon.messaging.celery_app import make_celery
 from beacon.db import database_for
 from beacon.models import OutboxMessage
-from beacon.outbox import enqueue
+from beacon.messaging.outbox import enqueue
 from beacon.settings import Settings
 from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
@@ -148,7 +148,7 @@ def test_worker_serves_unit_and_provider_metrics_and_logs_json_with_context(proc
     lines = [json.loads(line) for line in processes.worker.log_path.read_text().splitlines() if line.startswith("{")]
     finalised = [line for line in lines if line["message"] == "job finalised" and line.get("job_id") == job_id]
     assert finalised, "no JSON log line for the finalisation"
-    assert finalised[0]["level"] == "info" and finalised[0]["logger"] == "beacon.engine" and "time" in finalised[0]
+    assert finalised[0]["level"] == "info" and finalised[0]["logger"] == "beacon.execution.engine" and "time" in finalised[0]
     assert finalised[0]["task_id"] and finalised[0]["region"] in ("US", "EU", "APAC")
 
 

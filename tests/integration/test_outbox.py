@@ -11,10 +11,10 @@ import requests
 from sqlalchemy import func, select, update
 
 from app import create_app
-from beacon.celery_app import make_celery
+from beacon.messaging.celery_app import make_celery
 from beacon.db import database_for
 from beacon.models import OutboxMessage
-from beacon.outbox import celery_publisher, enqueue, relay
+from beacon.messaging.outbox import celery_publisher, enqueue, relay
 from beacon.timeutil import utcnow
 from tests.support import OwnRedis, body, make_spec, serve_wsgi
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from beacon.providers import (
+from beacon.execution.providers import (
     HybridRouterProvider,
     OpenAICompatProvider,
     ProviderConfig,

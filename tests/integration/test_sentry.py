@@ -25,15 +25,16 @@ from sqlalchemy import select, update
 
 from app import create_app
 from app.services import Services
-from beacon import engine
-from beacon.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RELAY_OUTBOX, RUN_JOB, make_celery, region_queue
+from beacon.execution import engine
+from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RELAY_OUTBOX, RUN_JOB, make_celery
+from beacon.messaging.dispatch import dispatch_unit
 from beacon.db import database_for
 from beacon.models import Job, OutboxMessage
 from beacon.observability.sentry import NEVER_TRACED
-from beacon.outbox import enqueue
-from beacon.providers import serve_simulator
+from beacon.messaging.outbox import enqueue
+from beacon.execution.providers import serve_simulator
 from beacon.settings import Settings
-from beacon.signing import KeyPair
+from beacon.crypto.signing import KeyPair
 from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB, REDIS_LIMITS_DB
 from tests.sentry_sink import SentrySink
@@ -331,7 +332,7 @@ def test_cancellations_and_deadline_cuts_are_not_reported(fresh):
 
     def dispatch(units: list[tuple[int, str]]) -> None:
         for execution_id, region in units:
-            celery.send_task(EXECUTE_UNIT, args=[execution_id], queue=region_queue(region))
+            dispatch_unit(execution_id, region, app=celery)
 
     try:
         # A unit cut by the job deadline: its call hangs until the deadline, 1.5 seconds away.

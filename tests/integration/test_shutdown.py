@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import create_engine, select, text
 
 from beacon.models import Execution, Job
-from beacon.signing import KeyPair
+from beacon.crypto.signing import KeyPair
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB
 from tests.stack import Stack, constraints
 from tests.support import WorkerProcess, body, make_spec, spare_port, wait_for

@@ -1,5 +1,5 @@
 """The transparency log on real Postgres, read through the real API on loopback, proofs checked
-offline (``beacon.transparency.verify_proof_document`` and the ``beacon verify-proof`` command)."""
+offline (``beacon.evidence.transparency.verify_proof_document`` and the ``beacon verify-proof`` command)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ import requests
 from sqlalchemy import select
 
 from app import create_app
-from beacon import engine, merkle, transparency
-from beacon.canonical import loads
+from beacon.execution import engine
+from beacon.evidence import merkle
+from beacon.evidence import transparency
+from beacon.crypto.canonical import loads
 from beacon.db import database_for
-from beacon.events import EVENTS_CHANNEL, publish_event
-from beacon.identity import runner_identity, verify_runner_document
+from beacon.messaging.events import EVENTS_CHANNEL, publish_event
+from beacon.evidence.identity import runner_identity, verify_runner_document
 from beacon.models import TransparencyEntry
-from beacon.signing import KeyPair, sign_document
+from beacon.crypto.signing import KeyPair, sign_document
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
 from tests.support import seed_answered_job, serve_wsgi, spare_port, wait_for
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon.analysis import (
+from beacon.settings import Settings
+from beacon.execution.analysis import (
     MEASURE,
     Thresholds,
     analyse,
@@ -337,13 +338,13 @@ def test_threshold_boundary_is_inclusive():
 
 
 def test_from_env_defaults_and_overrides():
-    assert Thresholds.from_env({}) == Thresholds() == Thresholds(0.6, 0.3, 0.5)
-    assert Thresholds.from_env({"ANALYSIS_SIMILARITY": "  "}) == Thresholds()
-    t = Thresholds.from_env(
+    assert Thresholds(*Settings.from_env({}).analysis_thresholds) == Thresholds() == Thresholds(0.6, 0.3, 0.5)
+    assert Thresholds(*Settings.from_env({"ANALYSIS_SIMILARITY": "  "}).analysis_thresholds) == Thresholds()
+    t = Thresholds(*Settings.from_env(
         {"ANALYSIS_HIGH_DIVERGENCE": "0.8", "ANALYSIS_MEDIUM_DIVERGENCE": "0.4", "ANALYSIS_SIMILARITY": "0.7"}
-    )
+    ).analysis_thresholds)
     assert t == Thresholds(high_divergence=0.8, medium_divergence=0.4, similar=0.7)
-    assert Thresholds.from_env({"ANALYSIS_HIGH_DIVERGENCE": "1", "ANALYSIS_MEDIUM_DIVERGENCE": "0"}).high_divergence == 1.0
+    assert Thresholds(*Settings.from_env({"ANALYSIS_HIGH_DIVERGENCE": "1", "ANALYSIS_MEDIUM_DIVERGENCE": "0"}).analysis_thresholds).high_divergence == 1.0
 
 
 @pytest.mark.parametrize(
@@ -363,7 +364,7 @@ def test_from_env_defaults_and_overrides():
 )
 def test_from_env_rejects_bad_values(environ, message):
     with pytest.raises(ValueError, match=message):
-        Thresholds.from_env(environ)
+        Settings.from_env(environ)
 
 
 def test_thresholds_validate_direct_construction():

@@ -1,4 +1,4 @@
-"""beacon.cid against Debian's ``ipfs_cid`` (Kubo-default CIDv0 / CIDv1 of a file).
+"""beacon.evidence.cid against Debian's ``ipfs_cid`` (Kubo-default CIDv0 / CIDv1 of a file).
 
 ``ipfs_cid FILE`` prints one JSON object on stdout,
 ``{"CIDv0":"Qm...","CIDv1":"bafy..."}``, and timing chatter on stderr.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from beacon import cid
+from beacon.evidence import cid
 
 C = cid.CHUNK_SIZE
 EMPTY_V0 = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"

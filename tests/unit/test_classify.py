@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from beacon.classify import CLASSIFICATIONS, classify
-from beacon.providers import simulate_answer
-from beacon.questions import load_catalogue
+from beacon.execution.classify import CLASSIFICATIONS, classify
+from beacon.execution.providers import simulate_answer
+from beacon.ingest.questions import load_catalogue
 
 QUESTIONS = {q.id: q.text for q in load_catalogue().values()}  # the catalogue the product ships
 SENSITIVE = {"tiananmen_neutral", "taiwan_status", "hongkong_2019"}

@@ -21,13 +21,13 @@ import pytest
 import yaml
 
 from app import create_app
-from beacon.celery_app import JOBS_QUEUE, region_queue
+from beacon.messaging.celery_app import JOBS_QUEUE, region_queue
 from beacon.cli import main
 from beacon.cli.roles import fly_regions
-from beacon.providers import load_provider_configs
-from beacon.providers.config import DEFAULT_REGIONS, ProviderConfig
-from beacon.providers.simulator import make_simulator_app
-from beacon.server import GRACEFUL_TIMEOUT_SECONDS
+from beacon.execution.providers import load_provider_configs
+from beacon.execution.providers.config import DEFAULT_REGIONS, ProviderConfig
+from beacon.execution.providers.simulator import make_simulator_app
+from app.server import GRACEFUL_TIMEOUT_SECONDS
 from beacon.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -307,7 +307,6 @@ def test_env_example_documents_every_variable():
     documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     settings_source = (ROOT / "beacon" / "settings.py").read_text()
     read = set(re.findall(r'_\w+\(env, "([A-Z0-9_]+)"', settings_source))
-    read |= set(re.findall(r'ENV_\w+ = "([A-Z0-9_]+)"', (ROOT / "beacon" / "analysis.py").read_text()))
     for module in (ROOT / "beacon" / "cli").glob("*.py"):
         read |= set(re.findall(r'envvar="([A-Z0-9_]+)"', module.read_text()))
     assert len(read) > 40

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from beacon.errors import ValidationError
-from beacon.jobspec import DEFAULT_PROVIDER_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, parse_jobspec
-from beacon.questions import load_catalogue
+from beacon.ingest.jobspec import DEFAULT_PROVIDER_TIMEOUT_NS, DEFAULT_TIMEOUT_NS, parse_jobspec
+from beacon.ingest.questions import load_catalogue
 from tests.support import fixtures_dir
 
 CATALOGUE = load_catalogue()

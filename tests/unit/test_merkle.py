@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon import merkle
+from beacon.evidence import merkle
 
 MAX_SIZE = 300
 

@@ -24,7 +24,7 @@ from beacon.observability.sentry import (
     make_before_send,
     make_traces_sampler,
 )
-from beacon.providers import ProviderError
+from beacon.execution.providers import ProviderError
 from beacon.settings import SettingsError
 from beat.schedule import beat_schedule
 

@@ -1,6 +1,6 @@
 """Receipts, bundles, the runner key, the block store and the log frontier, without services.
 
-Bundle CIDs are compared with Debian's ``ipfs_cid``, an implementation independent of beacon.cid.
+Bundle CIDs are compared with Debian's ``ipfs_cid``, an implementation independent of beacon.evidence.cid.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from datetime import datetime, timezone
 import pytest
 from click.testing import CliRunner
 
-from beacon import merkle
-from beacon.blockstore import BlockCorrupt, BlockMissing, DirBlockStore, read_file
-from beacon.bundles import bundle_bytes
-from beacon.canonical import canonical_json, loads
-from beacon.cid import build_dag
+from beacon.evidence import merkle
+from beacon.evidence.blockstore import BlockCorrupt, BlockMissing, DirBlockStore, read_file
+from beacon.evidence.bundles import bundle_bytes
+from beacon.crypto.canonical import canonical_json, loads
+from beacon.evidence.cid import build_dag
 from beacon.cli import main
-from beacon.identity import EMBEDDED_KEY_FILE, RunnerIdentity, RunnerKeyError, runner_identity, verify_runner_document
+from beacon.evidence.identity import EMBEDDED_KEY_FILE, RunnerIdentity, RunnerKeyError, runner_identity, verify_runner_document
 from beacon.models import Execution, Job
-from beacon.receipts import build_receipt
+from beacon.evidence.receipts import build_receipt
 from beacon.settings import SettingsError
-from beacon.signing import KeyPair, b64encode, sign_document
-from beacon.transparency import _push, frontier_root
+from beacon.crypto.signing import KeyPair, b64encode, sign_document
+from beacon.evidence.transparency import _push, frontier_root
 from tests.support import ipfs_cid_of
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon.canonical import canonical_json, go_float, loads
-from beacon.signing import KeyPair, sign_document, verify_document
+from beacon.crypto.canonical import canonical_json, go_float, loads
+from beacon.crypto.signing import KeyPair, sign_document, verify_document
 from tests.support import fixtures_dir
 
 FIXTURES = sorted((fixtures_dir() / "go-runner-signed").glob("*.signed.json"))
@@ -170,13 +170,13 @@ def test_sign_verify_round_trip(doc):
 @settings(max_examples=500)
 @given(json_values)
 def test_fast_encoder_equals_the_portable_one(value):
-    from beacon.canonical import encode_portable
+    from beacon.crypto.canonical import encode_portable
 
     assert canonical_json(value) == encode_portable(value)
 
 
 @pytest.mark.parametrize("value", [1.0, -0.0, 1e-5, 1e17, 2.5e-7, "a\ud800b", {"k": [1.0, "<&>"]}, "\u2028\x7f\x00"])
 def test_fast_encoder_edge_cases(value):
-    from beacon.canonical import encode_portable
+    from beacon.crypto.canonical import encode_portable
 
     assert canonical_json(value) == encode_portable(value)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from beacon.providers import (
+from beacon.execution.providers import (
     HybridRouterProvider,
     OpenAICompatProvider,
     ProviderConfig,
@@ -21,7 +21,7 @@ from beacon.providers import (
     make_simulator_app,
     simulate_answer,
 )
-from beacon.questions import load_catalogue
+from beacon.ingest.questions import load_catalogue
 
 QUESTIONS = {q.id: q.text for q in load_catalogue().values()}  # the catalogue the product ships
 SENSITIVE = ("tiananmen_neutral", "taiwan_status", "hongkong_2019")

@@ -9,8 +9,8 @@ import pytest
 
 from beacon.errors import ApiError
 from beacon.settings import Settings, SettingsError
-from beacon.signing import KeyPair
-from beacon.trust import TrustFileError, TrustStore, parse_trusted_keys
+from beacon.crypto.signing import KeyPair
+from beacon.ingest.trust import TrustFileError, TrustStore, parse_trusted_keys
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -9,10 +9,10 @@
   append computes the new root in O(log n) and signs a tree head ``{tree_size, root_hash,
   timestamp, key_id}`` with the runner key. Each entry row keeps the signed head of the log it
   completed, so every tree size has a signed head.
-* Proofs load the leaf hashes in order (O(n) per request) and use ``beacon.merkle``.
+* Proofs load the leaf hashes in order (O(n) per request) and use ``beacon.evidence.merkle``.
   :func:`verify_proof_document` checks what the proof endpoints return, offline.
 
-:func:`beacon.events.publish_event` fans ``transparency.appended`` out to live clients.
+:func:`beacon.messaging.events.publish_event` fans ``transparency.appended`` out to live clients.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from beacon import merkle
-from beacon.canonical import canonical_json, loads
+from beacon.evidence import merkle
+from beacon.crypto.canonical import canonical_json, loads
 from beacon.errors import ApiError, ValidationError
-from beacon.identity import TREE_HEAD_KIND, RunnerIdentity, verify_runner_document
+from beacon.evidence.identity import TREE_HEAD_KIND, RunnerIdentity, verify_runner_document
 from beacon.models import TransparencyEntry, TransparencyHead
 from beacon.timeutil import isoformat, utcnow
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-BUILTIN = Path(__file__).parent / "data" / "questions.json"
+BUILTIN = Path(__file__).resolve().parent.parent / "data" / "questions.json"
 
 
 @dataclass(frozen=True)

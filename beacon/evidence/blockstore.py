@@ -3,7 +3,7 @@
 Blocks are keyed by their canonical CIDv0 string. On Postgres they live in the ``blocks`` table
 (written in the caller's transaction); in the embedded default, one file per block under
 ``<data dir>/blocks``, named by that string and nothing else. Every CID that reaches a store has
-been through :func:`beacon.cid.parse_cid`, so no request text ever becomes a path.
+been through :func:`beacon.evidence.cid.parse_cid`, so no request text ever becomes a path.
 
 :func:`read_file` reassembles a file from its root CID and checks every block against its CID.
 """
@@ -18,7 +18,7 @@ from typing import Iterable, Protocol
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from beacon.cid import CODEC_DAG_PB, Block, parse_cid, read_file_node
+from beacon.evidence.cid import CODEC_DAG_PB, Block, parse_cid, read_file_node
 from beacon.db import Database
 from beacon.models import StoredBlock
 

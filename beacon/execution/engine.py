@@ -30,15 +30,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from beacon.analysis import analyse
-from beacon.classify import SUCCESS_CLASSIFICATIONS, classify
+from beacon.execution.analysis import Thresholds, analyse
+from beacon.execution.classify import SUCCESS_CLASSIFICATIONS, classify
 from beacon.db import Database
-from beacon.events import publish_event
-from beacon.jobs import get_job, require_state
-from beacon.jobspec import JobSpec, parse_jobspec
+from beacon.messaging.events import publish_event
+from beacon.resources.jobs import get_job, require_state
+from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.models import Execution, Job
-from beacon.providers import ProviderError, ProviderRegistry, ProviderRequest, load_provider_configs
-from beacon.questions import load_catalogue
+from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest, load_provider_configs
+from beacon.ingest.questions import load_catalogue
 from beacon.settings import Settings
 from beacon.timeutil import utcnow
 
@@ -294,7 +294,7 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
     The analysis, the receipts, the signed evidence bundle (and its CID), the transparency log
     entry and the terminal status commit in one transaction; the event and IPFS pinning follow.
     """
-    from beacon import bundles
+    from beacon.evidence import bundles
 
     now = utcnow()
     with db.session() as session:
@@ -310,7 +310,7 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
         job = session.get(Job, job_id)
         units = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
         status, reason = job_outcome(stored_spec(job, settings), units)
-        job.analysis = analyse([execution_dict(u) for u in units], settings.analysis_thresholds)
+        job.analysis = analyse([execution_dict(u) for u in units], Thresholds(*settings.analysis_thresholds))
         job.status, job.status_reason, job.finished_at, job.updated_at = status, reason, now, now
         sealed = bundles.seal_job(session, db, settings, job, units, now)
     log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason, "bundle_cid": sealed.cid,

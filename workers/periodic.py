@@ -1,4 +1,4 @@
-"""Periodic tasks: thin wrappers over the core package's services."""
+"""The periodic tasks beat schedules (``beat.schedule``): thin wrappers over the core package's services."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import logging
 
 from celery import current_app, shared_task
 
-from beacon import bundles, engine, retention
-from beacon.celery_app import PURGE, RELAY_OUTBOX, RETRY_PINS, SWEEP
+from beacon.evidence import bundles
+from beacon.execution import engine
+from beacon.operations import retention
+from beacon.messaging.celery_app import PURGE, RELAY_OUTBOX, RETRY_PINS, SWEEP
 from beacon.db import get_database
-from beacon.observability.tracing import traced_publisher
-from beacon.outbox import celery_publisher, relay
+from beacon.messaging.tracing import traced_publisher
+from beacon.messaging.outbox import celery_publisher, relay
+from beacon.messaging.dispatch import dispatch_unit, publish_run_job
 from beacon.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -26,8 +29,6 @@ def relay_outbox() -> dict:
 
 @shared_task(name=SWEEP, ignore_result=True, acks_late=False)
 def sweep() -> dict:
-    from workers.tasks import dispatch_unit, publish_run_job
-
     result = engine.sweep(get_database(), get_settings(), dispatch_unit, publish_run_job)
     return vars(result)
 

@@ -8,7 +8,7 @@ to a private temporary file, then hard-linked into place, which fails if another
 race), and every process then loads that one file.
 
 Documents the runner signs carry a ``kind`` (so a receipt can never pass for a bundle or a tree
-head) and are signed in the current canonical form only (``beacon.signing``).
+head) and are signed in the current canonical form only (``beacon.crypto.signing``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from beacon.signing import KeyPair, b64decode, sign_document, verify_document
+from beacon.crypto.signing import KeyPair, b64decode, sign_document, verify_document
 
 log = logging.getLogger(__name__)
 

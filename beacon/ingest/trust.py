@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from beacon.errors import ApiError
-from beacon.signing import b64decode
+from beacon.crypto.signing import b64decode
 from beacon.timeutil import parse_rfc3339
 
 log = logging.getLogger(__name__)

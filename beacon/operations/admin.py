@@ -17,18 +17,18 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from sqlalchemy import and_, func, or_, select, update
 
-from beacon.auth import bearer_token, require_role
-from beacon.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
+from beacon.operations.access import bearer_token, require_role
+from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
 from beacon.db import Database
-from beacon.engine import OPEN_JOB, end_job
+from beacon.execution.engine import OPEN_JOB, end_job
 from beacon.errors import ApiError
-from beacon.jobs import get_job, require_state, unit_counts
+from beacon.resources.jobs import get_job, require_state, unit_counts
 from beacon.models import Execution, Job
-from beacon.outbox import Publisher, enqueue, pending_stats, relay
-from beacon.providers import load_provider_configs
+from beacon.messaging.outbox import Publisher, enqueue, pending_stats, relay
+from beacon.execution.providers import load_provider_configs
 from beacon.settings import Settings
 from beacon.timeutil import isoformat, utcnow
-from beacon.trust import TrustFileError, TrustStore
+from beacon.ingest.trust import TrustFileError, TrustStore
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Execution receipts: each execution record, signed by the runner's key at finalisation.
 
-A receipt is the execution resource (``beacon.executions.execution_resource``) plus ``kind``,
+A receipt is the execution resource (``beacon.resources.executions.execution_resource``) plus ``kind``,
 ``receipt_version``, ``runner_key_id`` and ``issued_at``, signed over its canonical JSON (the
 JobSpec signing form: ``signature`` and ``public_key`` blanked). The exact canonical text goes
 into the job's bundle and into the ``receipts`` table, so the API serves what was bundled.
@@ -14,10 +14,10 @@ from typing import Any, Iterable
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from beacon.canonical import canonical_json
+from beacon.crypto.canonical import canonical_json
 from beacon.errors import ApiError
-from beacon.executions import execution_resource, get_execution
-from beacon.identity import RECEIPT_KIND, RunnerIdentity
+from beacon.resources.executions import execution_resource, get_execution
+from beacon.evidence.identity import RECEIPT_KIND, RunnerIdentity
 from beacon.models import Execution, Receipt
 from beacon.timeutil import isoformat
 

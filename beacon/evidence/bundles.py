@@ -3,7 +3,7 @@
 ``seal_job`` runs inside ``engine.finalize_job``'s transaction: it signs every execution's
 receipt, builds the job's bundle (the verbatim signed JobSpec, the receipts, the analysis and
 the runner's identity; canonical JSON signed by the runner key), computes its CIDv0/CIDv1 with
-``beacon.cid``, writes its blocks to the block store, stores the bundle row and receipts, and
+``beacon.evidence.cid``, writes its blocks to the block store, stores the bundle row and receipts, and
 appends the transparency entry. ``after_seal`` runs after commit: the ``transparency.appended``
 event, then pinning when ``IPFS_API_URL`` is set. A bundle whose pin failed stays ``pending``
 and ``retry_pins`` (beat) tries again with exponential backoff; a node that computes another CID
@@ -21,15 +21,16 @@ from typing import Any, Iterable
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from beacon import receipts, transparency
-from beacon.blockstore import BlockCorrupt, BlockMissing, block_key, block_store, read_file
-from beacon.canonical import canonical_json
-from beacon.cid import build_dag, cid_v0
+from beacon.evidence import receipts
+from beacon.evidence import transparency
+from beacon.evidence.blockstore import BlockCorrupt, BlockMissing, block_key, block_store, read_file
+from beacon.crypto.canonical import canonical_json
+from beacon.evidence.cid import build_dag, cid_v0
 from beacon.db import Database
 from beacon.errors import ApiError, not_found
-from beacon.events import publish_event
-from beacon.identity import BUNDLE_KIND, RunnerIdentity, runner_identity
-from beacon.ipfs_rpc import IpfsError, IpfsRpc
+from beacon.messaging.events import publish_event
+from beacon.evidence.identity import BUNDLE_KIND, RunnerIdentity, runner_identity
+from beacon.evidence.ipfs_rpc import IpfsError, IpfsRpc
 from beacon.models import Bundle, Execution, Job
 from beacon.settings import Settings
 from beacon.timeutil import isoformat, utcnow

@@ -1,6 +1,6 @@
 """Ed25519 signatures over canonical JSON, compatible with the Go runner.
 
-Signed bytes are the canonical JSON (``beacon.canonical``) of the document with ``signature``
+Signed bytes are the canonical JSON (``beacon.crypto.canonical``) of the document with ``signature``
 and ``public_key`` set to ``""``. Verification also accepts, in order, the forms the Go
 ecosystem produced: the same without ``id`` (the portal signs before an id exists), the portal
 form (``id`` and ``created_at`` dropped, then empty values dropped recursively) and the legacy
@@ -19,7 +19,7 @@ from typing import Any, Callable
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from beacon.canonical import canonical_json
+from beacon.crypto.canonical import canonical_json
 
 SIGNATURE_FIELDS = ("signature", "public_key")
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from beacon.auth import bearer_token, require_role
+from beacon.operations.access import bearer_token, require_role
 from beacon.errors import ApiError
-from beacon.ingest import check_timestamp_window
+from beacon.ingest.ingestor import check_timestamp_window
 from beacon.models import Job
 from beacon.settings import Settings
-from beacon.signing import verify_document
+from beacon.crypto.signing import verify_document
 
 CANCEL_FIELDS = {"action", "job_id", "timestamp", "reason", "public_key", "signature"}
 

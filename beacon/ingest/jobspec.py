@@ -1,7 +1,7 @@
 """The JobSpec: the Go runner's format, validated with errors that name the field.
 
 ``parse_jobspec`` checks the schema of a decoded document and returns a ``JobSpec`` with the
-Go runner's defaults applied. Signatures are ``beacon.signing``'s concern; trust, time and
+Go runner's defaults applied. Signatures are ``beacon.crypto.signing``'s concern; trust, time and
 replay are the ingest service's.
 """
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any, Iterable, Mapping
 
-from beacon.classify import CONTENT_REFUSAL, SUBSTANTIVE, SUCCESS_CLASSIFICATIONS
+from beacon.execution.classify import CONTENT_REFUSAL, SUBSTANTIVE, SUCCESS_CLASSIFICATIONS
 
 __all__ = [
     "MEASURE",
@@ -102,11 +102,6 @@ MEASURE = {
 
 # --------------------------------------------------------------------------- thresholds
 
-ENV_HIGH = "ANALYSIS_HIGH_DIVERGENCE"
-ENV_MEDIUM = "ANALYSIS_MEDIUM_DIVERGENCE"
-ENV_SIMILAR = "ANALYSIS_SIMILARITY"
-
-
 def _check_unit_interval(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
@@ -120,12 +115,12 @@ def _check_unit_interval(name: str, value: Any) -> float:
 class Thresholds:
     """The numbers that turn similarities into agreement and divergence into risk.
 
-    ``high_divergence`` (default 0.6, env ``ANALYSIS_HIGH_DIVERGENCE``)
+    ``high_divergence`` (default 0.6, ``ANALYSIS_HIGH_DIVERGENCE`` in settings)
         divergence at or above which a question is high risk.
-    ``medium_divergence`` (default 0.3, env ``ANALYSIS_MEDIUM_DIVERGENCE``)
+    ``medium_divergence`` (default 0.3, ``ANALYSIS_MEDIUM_DIVERGENCE``)
         divergence at or above which a question is (at least) medium risk.
         Must not exceed ``high_divergence``.
-    ``similar`` (default 0.5, env ``ANALYSIS_SIMILARITY``)
+    ``similar`` (default 0.5, ``ANALYSIS_SIMILARITY``)
         pairwise similarity at or above which two substantive answers "agree"; below it the
         pair is reported as a disagreement in ``key_differences``.
 
@@ -144,39 +139,6 @@ class Thresholds:
                 f"medium_divergence ({self.medium_divergence}) must not exceed "
                 f"high_divergence ({self.high_divergence})"
             )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "Thresholds":
-        """Build thresholds from ``ANALYSIS_HIGH_DIVERGENCE``, ``ANALYSIS_MEDIUM_DIVERGENCE``
-        and ``ANALYSIS_SIMILARITY``. A variable that is unset or blank keeps its default.
-
-        Raises ``ValueError`` naming the variable when a value is not a number in [0, 1],
-        or when the medium threshold exceeds the high one.
-        """
-        defaults = cls()
-        values: dict[str, float] = {}
-        for field, env in (
-            ("high_divergence", ENV_HIGH),
-            ("medium_divergence", ENV_MEDIUM),
-            ("similar", ENV_SIMILAR),
-        ):
-            raw = environ.get(env)
-            if raw is None or not str(raw).strip():
-                values[field] = getattr(defaults, field)
-                continue
-            try:
-                number = float(str(raw).strip())
-            except ValueError:
-                raise ValueError(f"{env} must be a number between 0 and 1, got {raw!r}") from None
-            if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-                raise ValueError(f"{env} must be between 0 and 1, got {raw!r}")
-            values[field] = number
-        if values["medium_divergence"] > values["high_divergence"]:
-            raise ValueError(
-                f"{ENV_MEDIUM} ({values['medium_divergence']}) must not exceed "
-                f"{ENV_HIGH} ({values['high_divergence']})"
-            )
-        return cls(**values)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -17,19 +17,19 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from beacon.canonical import loads
-from beacon.celery_app import JOBS_QUEUE, RUN_JOB
+from beacon.crypto.canonical import loads
+from beacon.messaging.celery_app import JOBS_QUEUE, RUN_JOB
 from beacon.db import Database
 from beacon.errors import ApiError, ValidationError
-from beacon.jobspec import JobSpec, parse_jobspec
+from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
-from beacon.observability.tracing import trace_headers
-from beacon.outbox import Publisher, enqueue, publish_fresh
-from beacon.ratelimit import SignatureFailureLimiter
+from beacon.messaging.tracing import trace_headers
+from beacon.messaging.outbox import Publisher, enqueue, publish_fresh
+from beacon.ingest.ratelimit import SignatureFailureLimiter
 from beacon.settings import Settings
-from beacon.signing import verify_document
+from beacon.crypto.signing import verify_document
 from beacon.timeutil import parse_rfc3339, utcnow
-from beacon.trust import TrustStore
+from beacon.ingest.trust import TrustStore
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Canonical JSON forms and Ed25519 signatures: the bytes a signature covers."""

@@ -1,0 +1,1 @@
+"""Evidence sealed: runner identity, receipts, bundles and CIDs, IPFS, the transparency log."""

@@ -1,0 +1,1 @@
+"""Units executed per region: the engine, providers, classification and cross-region analysis."""

@@ -1,0 +1,1 @@
+"""Signed JobSpec in: schema, question catalogue, trust store, rate limits, the ingestor."""

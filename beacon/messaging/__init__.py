@@ -1,0 +1,1 @@
+"""Celery app, broker transports, dispatch, the outbox, live events and trace propagation."""

@@ -1,0 +1,20 @@
+"""Publishing the job tasks by name: ``run_job`` on the jobs queue, ``execute_unit`` on its region's queue.
+
+The engine, the sweeper, the API's fast path and the tests all publish through these two
+functions; ``app`` defaults to the current Celery app (the worker's own inside a task).
+"""
+
+from __future__ import annotations
+
+from celery import Celery, current_app
+
+from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
+
+
+def dispatch_unit(execution_id: int, region: str, countdown: float = 0.0, *, app: Celery | None = None) -> None:
+    (app or current_app).send_task(EXECUTE_UNIT, args=[execution_id], queue=region_queue(region),
+                                   countdown=countdown or None)
+
+
+def publish_run_job(job_id: str, *, app: Celery | None = None) -> None:
+    (app or current_app).send_task(RUN_JOB, args=[job_id], queue=JOBS_QUEUE)

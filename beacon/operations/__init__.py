@@ -1,0 +1,1 @@
+"""Operating a deployment: access roles and tokens, admin actions, cancellation, retention."""

@@ -1,0 +1,1 @@
+"""Read models: jobs and executions as the API serves them, with pagination."""
