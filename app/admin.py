@@ -9,11 +9,11 @@ from flask import Blueprint, jsonify, request
 
 from app.openapi import error_responses, json_response, path_param, query_param
 from app.services import services
-from beacon.operations import admin
-from beacon.errors import ApiError, ValidationError
+from beacon.errors import DomainError, ValidationError
 from beacon.ingest.ingestor import decode_json
-from beacon.resources.jobs import page_limit
 from beacon.messaging.outbox import celery_publisher
+from beacon.operations import admin
+from beacon.resources.jobs import page_limit
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -87,7 +87,7 @@ def admin_action(minimum: str, name: str):
             actor = admin.authorize(services().settings, request.headers.get("Authorization"), minimum, name)
             try:
                 body, fields = view(actor, **path)
-            except ApiError as error:
+            except DomainError as error:
                 actor.log(name, outcome=error.code, **path)
                 raise
             actor.log(name, outcome="ok", **path, **fields)

@@ -10,16 +10,15 @@ from sqlalchemy.orm import Session
 
 from app.openapi import error_responses, json_response, path_param, query_param
 from app.services import services
-from beacon.evidence import bundles
-from beacon.resources import jobs
-from beacon.evidence import transparency
-from beacon.execution.analysis import unified_diff
+from beacon.errors import Corrupt, Invalid, InvalidState, ValidationError, not_found
+from beacon.evidence import bundles, transparency
 from beacon.evidence.blockstore import BlockCorrupt, BlockMissing, block_key, block_store, read_file
-from beacon.execution.engine import execution_dict
-from beacon.errors import ApiError, ValidationError, not_found
 from beacon.evidence.identity import runner_identity
-from beacon.models import Bundle, Execution, TransparencyEntry
 from beacon.evidence.receipts import receipt_text
+from beacon.execution.analysis import unified_diff
+from beacon.execution.engine import execution_dict
+from beacon.models import Bundle, Execution, TransparencyEntry
+from beacon.resources import jobs
 
 bp = Blueprint("evidence", __name__)
 
@@ -68,7 +67,7 @@ def _diff_view(job_id: str):
     with services().db.session() as session:
         job = jobs.get_job(session, job_id)
         if job.analysis is None:
-            raise ApiError(409, "invalid_state", f"job {job_id} has no cross-region analysis yet (it is {job.status})",
+            raise InvalidState("invalid_state", f"job {job_id} has no cross-region analysis yet (it is {job.status})",
                            {"status": job.status})
         body: dict[str, Any] = {"job_id": job.id, "status": job.status, "analysis": job.analysis}
         if request.args.get("pair") is not None:
@@ -109,7 +108,7 @@ def job_bundle(job_id: str):
         job = jobs.get_job(session, job_id)
         bundle = bundles.job_bundle(session, job.id)
         if bundle is None:
-            raise ApiError(409, "invalid_state", f"job {job_id} has no evidence bundle (it is {job.status})",
+            raise InvalidState("invalid_state", f"job {job_id} has no evidence bundle (it is {job.status})",
                            {"status": job.status})
         entry = session.scalars(select(TransparencyEntry).where(TransparencyEntry.bundle_cid == bundle.cid)).first()
         view = bundles.bundle_view(bundle)
@@ -136,9 +135,9 @@ def gateway(cid: str):
     except BlockMissing:
         raise not_found("content", cid) from None
     except BlockCorrupt as exc:
-        raise ApiError(500, "evidence_corrupt", f"{cid} cannot be read back intact: {exc}") from None
+        raise Corrupt("evidence_corrupt", f"{cid} cannot be read back intact: {exc}") from None
     except ValueError as exc:
-        raise ApiError(400, "invalid_cid", str(exc)) from None
+        raise Invalid("invalid_cid", str(exc)) from None
     with svc.db.session() as session:
         is_bundle = session.get(Bundle, key) is not None
     return Response(data, mimetype="application/json" if is_bundle else "application/octet-stream",

@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify
 from app.openapi import error_responses, json_response
 from app.services import services
 from beacon import __version__
-from beacon.errors import ApiError
+from beacon.errors import Unavailable
 from beacon.observability import health
 
 bp = Blueprint("health", __name__)
@@ -57,7 +57,7 @@ def live():
 def ready():
     check = health.check_database(services().settings.database_url)
     if not check.ok:
-        raise ApiError(503, "service_unavailable", "the database is unreachable", {"checks": {"database": check.to_dict()}})
+        raise Unavailable("service_unavailable", "the database is unreachable", {"checks": {"database": check.to_dict()}})
     return jsonify({"status": "ready", "checks": {"database": check.to_dict()}})
 
 

@@ -9,11 +9,10 @@ from flask import Blueprint, jsonify, request
 from app.openapi import PAGE, error_responses, json_response, path_param, query_param
 from app.services import services
 from beacon.execution import engine
-from beacon.resources import executions
-from beacon.resources import jobs
-from beacon.operations.cancellation import authorize_cancel
 from beacon.ingest.ingestor import decode_json, require_json_content_type
 from beacon.ingest.questions import load_catalogue
+from beacon.operations.cancellation import authorize_cancel
+from beacon.resources import executions, jobs
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
 

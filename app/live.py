@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 
-import redis
 from flask import Blueprint, request
 from flask_sock import Sock
 
 from app.openapi import json_response
 from app.services import services
 from beacon.messaging.events import EVENTS_CHANNEL
+from beacon.redis_clients import redis_client
 
 bp = Blueprint("live", __name__)
 sock = Sock()
@@ -40,7 +40,7 @@ def live(ws) -> None:  # noqa: ANN001
     if not settings.redis_url:
         ws.send(json.dumps({"type": "error", "data": {"message": "live events need REDIS_URL; poll the API"}}))
         return
-    pubsub = redis.Redis.from_url(settings.redis_url).pubsub(ignore_subscribe_messages=True)
+    pubsub = redis_client(settings.redis_url, timeout=None).pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(EVENTS_CHANNEL)
     try:
         while ws.connected:

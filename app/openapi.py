@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from beacon import __version__
+from beacon.statuses import Classification, JobStatus, UnitStatus
 
 bp = Blueprint("openapi", __name__)
 
@@ -82,7 +83,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "string"},
-            "status": {"enum": ["queued", "running", "completed", "failed", "cancelled"]},
+            "status": {"enum": list(JobStatus)},
             "status_reason": {"type": ["string", "null"]},
             "created_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": ["string", "null"], "format": "date-time"},
@@ -106,8 +107,8 @@ SCHEMAS: dict[str, Any] = {
             "provider": {"type": ["string", "null"]},
             "model_id": {"type": "string"},
             "question_id": {"type": "string"},
-            "status": {"enum": ["pending", "running", "completed", "failed", "timeout", "cancelled"]},
-            "classification": {"enum": ["substantive", "content_refusal", "technical_failure", None]},
+            "status": {"enum": list(UnitStatus)},
+            "classification": {"enum": [*Classification, None]},
             "output": {"type": ["string", "null"]},
             "output_sha256": {"type": ["string", "null"]},
             "started_at": {"type": ["string", "null"], "format": "date-time"},

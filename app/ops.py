@@ -10,14 +10,14 @@ import sentry_sdk
 from flask import Blueprint, Response, g, request
 from flask.typing import ResponseReturnValue
 
+from app.errors import ApiError
 from app.openapi import error_responses
 from app.services import services
-from beacon.operations import admin
-from beacon.errors import ApiError
 from beacon.logs import bind, log_context
 from beacon.observability import metrics
 from beacon.observability.collectors import BrokerCollector, DatabaseCollector
 from beacon.observability.sentry import capture_test_exception
+from beacon.operations import admin
 
 bp = Blueprint("ops", __name__)
 

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from celery import Celery
 from flask import current_app
 
-from beacon.messaging.celery_app import make_celery
 from beacon.db import Database, database_for
-from beacon.ingest.ingestor import Ingestor
-from beacon.messaging.outbox import celery_publisher
 from beacon.execution.providers import load_provider_configs
+from beacon.ingest.ingestor import Ingestor
 from beacon.ingest.questions import load_catalogue
 from beacon.ingest.ratelimit import SignatureFailureLimiter
-from beacon.settings import Settings
 from beacon.ingest.trust import TrustStore
+from beacon.messaging.celery_app import make_celery
+from beacon.messaging.outbox import celery_publisher
+from beacon.settings import Settings
 
 
 @dataclass

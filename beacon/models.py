@@ -25,10 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from beacon.statuses import JobStatus, PinState, UnitStatus
 from beacon.timeutil import utcnow
-
-JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-EXECUTION_STATUSES = ("pending", "running", "completed", "failed", "timeout", "cancelled")
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER
@@ -66,7 +64,7 @@ class Base(DeclarativeBase):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint(_in("status", JOB_STATUSES), name="ck_jobs_status"),
+        CheckConstraint(_in("status", tuple(JobStatus)), name="ck_jobs_status"),
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status", "status"),
     )
@@ -91,7 +89,7 @@ class Execution(Base):
     __tablename__ = "executions"
     __table_args__ = (
         UniqueConstraint("job_id", "region", "model_id", "question_id", name="uq_executions_unit"),
-        CheckConstraint(_in("status", EXECUTION_STATUSES), name="ck_executions_status"),
+        CheckConstraint(_in("status", tuple(UnitStatus)), name="ck_executions_status"),
         Index("ix_executions_job_status", "job_id", "status"),
         Index("ix_executions_status_lease", "status", "lease_expires_at"),
     )
@@ -165,7 +163,6 @@ class OutboxMessage(Base):
 
 # --------------------------------------------------------------------------- evidence
 
-PIN_STATES = ("pending", "pinned", "mismatch")
 
 
 class Bundle(Base):
@@ -173,7 +170,7 @@ class Bundle(Base):
 
     __tablename__ = "bundles"
     __table_args__ = (
-        CheckConstraint(_in("pin_state", PIN_STATES), name="ck_bundles_pin_state"),
+        CheckConstraint(_in("pin_state", tuple(PinState)), name="ck_bundles_pin_state"),
         Index("ix_bundles_job_id", "job_id"),
         Index("ix_bundles_pin_due", "pin_state", "pin_next_attempt_at"),
     )

@@ -12,7 +12,8 @@ from pathlib import Path
 import redis
 
 from beacon.crypto.signing import KeyPair
-from tests.support import body, make_spec, scratch_database, spare_port, wait_for  # noqa: F401  (shared with the tests)
+from tests.factories import body, make_spec  # noqa: F401  (shared with the tests)
+from tests.support import scratch_database, spare_port, wait_for  # noqa: F401  (shared with the tests)
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 

@@ -23,14 +23,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
+from beacon.crypto.signing import KeyPair
+from beacon.db import database_for
 from beacon.evidence import transparency
 from beacon.evidence.bundles import bundle_bytes
 from beacon.evidence.cid import build_dag
-from beacon.db import database_for
 from beacon.evidence.identity import RunnerIdentity
-from beacon.models import Execution, Job
 from beacon.evidence.receipts import build_receipt
-from beacon.crypto.signing import KeyPair
+from beacon.models import Execution, Job
 from beacon.timeutil import utcnow
 from bench.common import scratch_database
 

@@ -21,8 +21,8 @@ from typing import Iterator
 from celery import chord
 from sqlalchemy import func, select
 
-from beacon.models import Job
 from beacon.crypto.signing import KeyPair
+from beacon.models import Job
 from beacon.timeutil import utcnow
 from bench.common import (
     PYTHON,

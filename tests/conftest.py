@@ -8,8 +8,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from beacon.settings import Settings
 from beacon.crypto.signing import KeyPair
+from beacon.settings import Settings
 from tests.support import scratch_database
 
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")

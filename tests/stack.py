@@ -11,14 +11,15 @@ import requests
 from kombu import Connection, Queue
 
 from app import create_app
+from beacon.crypto.signing import KeyPair
+from beacon.db import database_for
 from beacon.execution import engine
+from beacon.execution.providers import serve_simulator
 from beacon.messaging.celery_app import make_celery
 from beacon.messaging.dispatch import dispatch_unit, publish_run_job
-from beacon.db import database_for
-from beacon.execution.providers import serve_simulator
 from beacon.settings import Settings
-from beacon.crypto.signing import KeyPair
-from tests.support import WorkerProcess, body, make_spec, serve_wsgi, wait_for
+from tests.factories import body, make_spec
+from tests.support import WorkerProcess, serve_wsgi, wait_for
 
 QUEUES = ["jobs", "region.US", "region.EU", "region.APAC"]
 

@@ -1,8 +1,9 @@
-"""Helpers shared by the tests: signed specs, spare ports, loopback servers, own service instances."""
+"""Helpers shared by the tests: scratch databases, spare ports, loopback servers, own service instances.
+
+Test data (signed specs, jobs, units) comes from ``tests.factories``."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -18,21 +19,8 @@ from typing import Any, Iterator
 import redis
 from werkzeug.serving import make_server
 
-from beacon.crypto.signing import KeyPair, sign_document
-from beacon.timeutil import isoformat, utcnow
-
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
-BASE_SPEC: dict[str, Any] = {
-    "version": "1.0",
-    "benchmark": {
-        "name": "Who are you?",
-        "container": {"image": "alpine", "tag": "3.18"},
-        "input": {"type": "prompt", "data": {"prompt": "Who are you?"}, "hash": "sha256:abc"},
-    },
-    "constraints": {"regions": ["US", "EU", "APAC"], "min_regions": 1},
-    "metadata": {},
-}
 
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -67,20 +55,6 @@ def fixtures_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"shared fixtures not found at {FIXTURES}")
-
-
-def make_spec(key: KeyPair, **overrides: Any) -> dict[str, Any]:
-    """A freshly signed JobSpec: unique id and nonce, timestamp now; overrides before signing."""
-    doc = copy.deepcopy(BASE_SPEC)
-    doc["id"] = f"job-{uuid.uuid4()}"
-    doc["metadata"] = {"nonce": uuid.uuid4().hex, "timestamp": isoformat(utcnow().replace(microsecond=0))}
-    for key_name, value in overrides.items():
-        doc[key_name] = value
-    return sign_document(doc, key.signing_key)
-
-
-def body(doc: Any) -> bytes:
-    return json.dumps(doc).encode()
 
 
 def spare_port() -> int:
@@ -212,40 +186,6 @@ def ipfs_cid_of(data: bytes) -> tuple[str, str]:
             found = _json.loads(line)
             return found["CIDv0"], found["CIDv1"]
     raise AssertionError(f"cannot parse ipfs_cid output: {out!r}")
-
-
-def seed_answered_job(db, settings, key: KeyPair, questions: list[str], regions: tuple[str, ...] = ("US", "EU", "APAC"),
-                      models: tuple[str, ...] = ("llama3.2-1b",)) -> str:
-    """A running job whose units already hold the built-in simulator's answers, ready to finalise."""
-    import hashlib
-    from datetime import timedelta
-
-    from beacon.execution.classify import classify
-    from beacon.models import Execution, Job
-    from beacon.execution.providers import simulate_answer
-    from beacon.ingest.questions import load_catalogue
-
-    spec = make_spec(key, questions=questions, models=list(models),
-                     constraints={"regions": list(regions), "min_regions": 1})
-    catalogue = load_catalogue(settings.questions_file)
-    now = utcnow()
-    with db.session() as session:
-        session.add(Job(id=spec["id"], status="running", raw_body=json.dumps(spec), spec=spec,
-                        public_key=spec["public_key"], created_at=now, updated_at=now, started_at=now,
-                        deadline_at=now + timedelta(minutes=10)))
-        session.flush()
-        for region in regions:
-            for model in models:
-                for qid in questions:
-                    prompt = catalogue[qid].text
-                    output = simulate_answer(region, model, prompt)
-                    session.add(Execution(
-                        job_id=spec["id"], region=region, model_id=model, question_id=qid, prompt=prompt,
-                        status="completed", provider="simulator", served_region=region, output=output,
-                        output_sha256=hashlib.sha256(output.encode()).hexdigest(),
-                        classification=classify(output, failed=False), attempts=1, started_at=now,
-                        completed_at=now, duration_ms=1, created_at=now))
-    return spec["id"]
 
 
 class LoopbackIpfsNode:

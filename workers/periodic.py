@@ -6,14 +6,14 @@ import logging
 
 from celery import current_app, shared_task
 
+from beacon.db import get_database
 from beacon.evidence import bundles
 from beacon.execution import engine
-from beacon.operations import retention
 from beacon.messaging.celery_app import PURGE, RELAY_OUTBOX, RETRY_PINS, SWEEP
-from beacon.db import get_database
-from beacon.messaging.tracing import traced_publisher
-from beacon.messaging.outbox import celery_publisher, relay
 from beacon.messaging.dispatch import dispatch_unit, publish_run_job
+from beacon.messaging.outbox import celery_publisher, relay
+from beacon.messaging.tracing import traced_publisher
+from beacon.operations import retention
 from beacon.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ import logging
 
 from celery import shared_task
 
+from beacon.db import get_database
 from beacon.execution import engine
 from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
 from beacon.messaging.dispatch import dispatch_unit
-from beacon.db import get_database
 from beacon.observability.units import job_context, observe_unit
 from beacon.settings import get_settings
 
@@ -26,12 +26,4 @@ def run_job(job_id: str) -> int:
 def execute_unit(execution_id: int) -> str:
     settings, db = get_settings(), get_database()
     with observe_unit(db, engine.provider_registry(settings), execution_id) as unit:
-        outcome = engine.run_unit(db, settings, unit.registry, execution_id, on_claim=unit.claimed)
-        unit.outcome(outcome)
-        if outcome.status == "retry":
-            dispatch_unit(execution_id, outcome.region, outcome.retry_in)
-        elif outcome.status in ("completed", "failed"):
-            unit.finalised(engine.finalize_job(db, settings, outcome.job_id))
-        elif outcome.status == "deadline":
-            unit.finalised(engine.finalize_job(db, settings, outcome.job_id, deadline=True))
-    return outcome.status
+        return engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit).status

@@ -93,8 +93,8 @@ def demo(port: int | None, keep_running: bool) -> None:
     from rich.console import Console
 
     from beacon import migrate
-    from beacon.cli.keys import post_job, prepare_spec, read_json_file
     from beacon.cli.follow import analysis_table, answers_table, follow_job
+    from beacon.cli.keys import post_job, prepare_spec, read_json_file
 
     settings = get_settings()
     console = Console()

@@ -80,8 +80,8 @@ def verify(file: str, public_key: str | None) -> None:
 
     A JobSpec, or a receipt, evidence bundle or tree head the runner signed (those only in the
     current canonical form)."""
-    from beacon.evidence.identity import RUNNER_KINDS, verify_runner_document
     from beacon.crypto.signing import verify_document
+    from beacon.evidence.identity import RUNNER_KINDS, verify_runner_document
 
     doc = read_json_file(file)
     try:

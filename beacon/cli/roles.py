@@ -24,8 +24,8 @@ def api(port: int | None, host: str, workers: int | None) -> None:
 
 
 def worker_queues(regions: tuple[str, ...], orchestration: bool) -> list[str]:
-    from beacon.messaging.celery_app import JOBS_QUEUE, region_queue
     from beacon.execution.providers import load_provider_configs
+    from beacon.messaging.celery_app import JOBS_QUEUE, region_queue
 
     configured = sorted(load_provider_configs(get_settings().providers_file))
     unknown = [region for region in regions if region not in configured]
@@ -104,9 +104,9 @@ def migrate(revision: str, down_to: str | None) -> None:
 def relay() -> None:
     """Publish unpublished outbox rows once (what beat does every few seconds)."""
     from beacon.db import get_database
-    from beacon.messaging.tracing import traced_publisher
     from beacon.messaging.outbox import celery_publisher
     from beacon.messaging.outbox import relay as run_relay
+    from beacon.messaging.tracing import traced_publisher
     from workers import app
 
     result = run_relay(get_database(), traced_publisher(celery_publisher(app)))  # as beat's relay: each row

@@ -18,8 +18,8 @@ from typing import Iterable, Protocol
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from beacon.evidence.cid import CODEC_DAG_PB, Block, parse_cid, read_file_node
 from beacon.db import Database
+from beacon.evidence.cid import CODEC_DAG_PB, Block, parse_cid, read_file_node
 from beacon.models import StoredBlock
 
 

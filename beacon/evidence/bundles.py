@@ -21,16 +21,15 @@ from typing import Any, Iterable
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from beacon.evidence import receipts
-from beacon.evidence import transparency
-from beacon.evidence.blockstore import BlockCorrupt, BlockMissing, block_key, block_store, read_file
 from beacon.crypto.canonical import canonical_json
-from beacon.evidence.cid import build_dag, cid_v0
 from beacon.db import Database
-from beacon.errors import ApiError, not_found
-from beacon.messaging.events import publish_event
+from beacon.errors import Corrupt, DomainError, Invalid, not_found
+from beacon.evidence import receipts, transparency
+from beacon.evidence.blockstore import BlockCorrupt, BlockMissing, block_key, block_store, read_file
+from beacon.evidence.cid import build_dag, cid_v0
 from beacon.evidence.identity import BUNDLE_KIND, RunnerIdentity, runner_identity
 from beacon.evidence.ipfs_rpc import IpfsError, IpfsRpc
+from beacon.messaging.events import publish_event
 from beacon.models import Bundle, Execution, Job
 from beacon.settings import Settings
 from beacon.timeutil import isoformat, utcnow
@@ -123,7 +122,7 @@ def find_bundle(session: Session, cid: str) -> Bundle:
     try:
         key = block_key(cid)
     except ValueError as exc:
-        raise ApiError(400, "invalid_cid", str(exc)) from None
+        raise Invalid("invalid_cid", str(exc)) from None
     except BlockMissing:
         raise not_found("bundle", cid) from None
     bundle = session.get(Bundle, key)
@@ -138,10 +137,10 @@ def verified_bytes(db: Database, settings: Settings, bundle: Bundle) -> bytes:
         data = read_file(block_store(db, settings.data_dir), bundle.cid)
     except (BlockMissing, BlockCorrupt) as exc:
         log.error("stored bundle unreadable", extra={"bundle_cid": bundle.cid, "error": str(exc)})
-        raise ApiError(500, "evidence_corrupt", f"bundle {bundle.cid} cannot be read back intact: {exc}") from None
+        raise Corrupt("evidence_corrupt", f"bundle {bundle.cid} cannot be read back intact: {exc}") from None
     if hashlib.sha256(data).hexdigest() != bundle.sha256 or cid_v0(data) != bundle.cid:
         log.error("stored bundle does not match its hash", extra={"bundle_cid": bundle.cid})
-        raise ApiError(500, "evidence_corrupt", f"bundle {bundle.cid} does not match its recorded hash")
+        raise Corrupt("evidence_corrupt", f"bundle {bundle.cid} does not match its recorded hash")
     return data
 
 
@@ -173,7 +172,7 @@ def pin_bundle(db: Database, settings: Settings, cid: str, now: datetime | None 
             _record(db, cid, pin_state="mismatch", pin_attempts=attempts, pin_error=error, pin_next_attempt_at=None)
             return "mismatch"
         node.pin(cid)
-    except (IpfsError, ApiError) as exc:
+    except (IpfsError, DomainError) as exc:
         retry_at = now + timedelta(seconds=pin_backoff(settings, attempts))
         log.warning("IPFS pin failed; will retry", extra={"bundle_cid": cid, "error": str(exc),
                                                           "attempts": attempts, "retry_at": isoformat(retry_at)})

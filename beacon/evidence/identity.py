@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from beacon.crypto.signing import KeyPair, b64decode, sign_document, verify_document
+from beacon.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _identity(configured: str | None, data_dir: Path) -> RunnerIdentity:
     return RunnerIdentity(_load(path), path)
 
 
-def runner_identity(settings) -> RunnerIdentity:  # noqa: ANN001  (Settings; avoids an import cycle)
+def runner_identity(settings: Settings) -> RunnerIdentity:
     """The process's runner identity (loaded once per key file)."""
     return _identity(settings.runner_signing_key, settings.data_dir)
 

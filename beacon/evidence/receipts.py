@@ -15,10 +15,10 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from beacon.crypto.canonical import canonical_json
-from beacon.errors import ApiError
-from beacon.resources.executions import execution_resource, get_execution
+from beacon.errors import InvalidState
 from beacon.evidence.identity import RECEIPT_KIND, RunnerIdentity
 from beacon.models import Execution, Receipt
+from beacon.resources.executions import execution_resource, get_execution
 from beacon.timeutil import isoformat
 
 RECEIPT_VERSION = 1
@@ -49,6 +49,6 @@ def receipt_text(session: Session, execution_id: str) -> str:
     execution = get_execution(session, execution_id)
     receipt = session.get(Receipt, execution.id)
     if receipt is None:
-        raise ApiError(409, "invalid_state", f"execution {execution.id} has no receipt yet: its job is not finalised",
+        raise InvalidState("invalid_state", f"execution {execution.id} has no receipt yet: its job is not finalised",
                        {"status": execution.status})
     return receipt.document

@@ -27,9 +27,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from beacon.evidence import merkle
 from beacon.crypto.canonical import canonical_json, loads
-from beacon.errors import ApiError, ValidationError
+from beacon.errors import Corrupt, ValidationError
+from beacon.evidence import merkle
 from beacon.evidence.identity import TREE_HEAD_KIND, RunnerIdentity, verify_runner_document
 from beacon.models import TransparencyEntry, TransparencyHead
 from beacon.timeutil import isoformat, utcnow
@@ -125,7 +125,7 @@ def stored_tree_head(session: Session, tree_size: int) -> dict[str, Any]:
     """The signed head stored when the log reached ``tree_size`` (> 0) leaves."""
     row = session.get(TransparencyEntry, tree_size - 1)
     if row is None:
-        raise ApiError(500, "evidence_corrupt", f"the transparency log has no entry {tree_size - 1}")
+        raise Corrupt("evidence_corrupt", f"the transparency log has no entry {tree_size - 1}")
     return loads(row.tree_head)
 
 
@@ -144,7 +144,7 @@ def _leaf_hashes(session: Session, tree_size: int) -> list[bytes]:
         .order_by(TransparencyEntry.leaf_index)
     ))
     if len(hashes) != tree_size:
-        raise ApiError(500, "evidence_corrupt", f"the transparency log has {len(hashes)} of {tree_size} leaves")
+        raise Corrupt("evidence_corrupt", f"the transparency log has {len(hashes)} of {tree_size} leaves")
     return [bytes(h) for h in hashes]
 
 
@@ -170,7 +170,7 @@ def inclusion(session: Session, index: int, tree_size: int | None = None) -> dic
     head = stored_tree_head(session, tree_size)
     path = merkle.inclusion_proof(hashes, index)
     if not merkle.verify_inclusion(hashes[index], index, tree_size, path, bytes.fromhex(head["root_hash"])):
-        raise ApiError(500, "evidence_corrupt", f"the stored tree head of size {tree_size} does not match the leaves")
+        raise Corrupt("evidence_corrupt", f"the stored tree head of size {tree_size} does not match the leaves")
     entry = session.get(TransparencyEntry, index)
     return {
         "kind": INCLUSION_KIND,

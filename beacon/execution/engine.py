@@ -4,10 +4,12 @@ Every state change is a conditional UPDATE, so a second delivery of any message 
 
 * ``start_job``: ``queued → running`` and one ``pending`` row per unit (``ON CONFLICT DO
   NOTHING``), then one ``execute_unit`` message per unit on its region queue.
-* ``run_unit``: claims its row with a lease (``pending``, or ``running`` with an expired
-  lease), calls the region's provider, and records the outcome only while it still holds that
-  lease. Transient errors go back to ``pending`` and retry with backoff; permanent ones fail at
-  once; a unit whose claims reach ``MAX_UNIT_ATTEMPTS`` fails with code ``poison``.
+* ``step_unit``: one ``execute_unit`` delivery, start to finish. ``run_unit`` claims its row
+  with a lease (``pending``, or ``running`` with an expired lease), calls the region's
+  provider, and records the outcome only while it still holds that lease. Transient errors go
+  back to ``pending`` and retry with backoff; permanent ones fail at once; a unit whose claims
+  reach ``MAX_UNIT_ATTEMPTS`` fails with code ``poison``. ``step_unit`` then does what the
+  outcome calls for: re-dispatch, or finalise the job.
 * ``finalize_job``: claimed once through ``finalizing_at`` when every unit is terminal or the
   deadline has passed; unfinished units become ``timeout`` and the job ``completed`` or
   ``failed`` by ``min_success_rate`` and ``min_regions``, all in one transaction.
@@ -23,29 +25,28 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Protocol
 
 from sqlalchemy import and_, bindparam, exists, insert, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from beacon.execution.analysis import Thresholds, analyse
-from beacon.execution.classify import SUCCESS_CLASSIFICATIONS, classify
 from beacon.db import Database
-from beacon.messaging.events import publish_event
-from beacon.resources.jobs import get_job, require_state
-from beacon.ingest.jobspec import JobSpec, parse_jobspec
-from beacon.models import Execution, Job
+from beacon.execution.analysis import Thresholds, analyse
+from beacon.execution.classify import classify, is_success
 from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest, load_provider_configs
+from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
+from beacon.messaging.events import publish_event
+from beacon.models import Execution, Job
+from beacon.resources.jobs import get_job, require_state
 from beacon.settings import Settings
+from beacon.statuses import OPEN_JOB, OPEN_UNIT, Classification, JobStatus, UnitOutcome, UnitStatus
 from beacon.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-OPEN_UNIT = ("pending", "running")
-OPEN_JOB = ("queued", "running")
 
 # dispatch(execution_id, region, countdown_seconds) publishes one execute_unit message.
 DispatchUnit = Callable[[int, str, float], None]
@@ -88,8 +89,8 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
         spec = stored_spec(job, settings)
         moved = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
-            .values(status="running", started_at=now, updated_at=now,
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, started_at=now, updated_at=now,
                     deadline_at=now + timedelta(seconds=spec.timeout_s),
                     provider_timeout_ms=int(spec.provider_timeout_s * 1000))
         ).rowcount
@@ -100,12 +101,12 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
             _insert_ignore(session),
             [
                 {"job_id": job_id, "region": u.region, "model_id": u.model_id, "question_id": u.question_id,
-                 "prompt": u.prompt, "status": "pending", "attempts": 0, "created_at": now, "dispatched_at": now}
+                 "prompt": u.prompt, "status": UnitStatus.PENDING, "attempts": 0, "created_at": now, "dispatched_at": now}
                 for u in units
             ],
         )
         rows = session.execute(
-            select(Execution.id, Execution.region).where(Execution.job_id == job_id, Execution.status == "pending")
+            select(Execution.id, Execution.region).where(Execution.job_id == job_id, Execution.status == UnitStatus.PENDING)
         ).all()
     for execution_id, region in rows:
         dispatch(execution_id, region, 0)
@@ -126,6 +127,7 @@ class Claim:
     claimed_at: object
     call_timeout_s: float
     deadline_at: object = None
+    dead_lettered: bool = False  # the claim used the last attempt: the unit is already failed as poison
 
 
 # The hot path's statements, built once on the tables (Core: no ORM flush or bulk-update path);
@@ -140,22 +142,22 @@ _CLAIM_JOB = (  # only the columns a claim needs, never the spec or raw body
 _CLAIM = (
     update(_UNITS)
     .where(_UNITS.c.id == bindparam("execution_id"),
-           or_(_UNITS.c.status == "pending",
-               and_(_UNITS.c.status == "running", _UNITS.c.lease_expires_at < bindparam("now"))))
-    .values(status="running", claimed_at=bindparam("now"), started_at=bindparam("now"),
+           or_(_UNITS.c.status == UnitStatus.PENDING,
+               and_(_UNITS.c.status == UnitStatus.RUNNING, _UNITS.c.lease_expires_at < bindparam("now"))))
+    .values(status=UnitStatus.RUNNING, claimed_at=bindparam("now"), started_at=bindparam("now"),
             lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1)
     .returning(_UNITS.c.attempts, _UNITS.c.region, _UNITS.c.model_id, _UNITS.c.question_id, _UNITS.c.prompt,
                _UNITS.c.provider, _UNITS.c.failure)
 )
-_HELD = and_(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == "running",
+_HELD = and_(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
              _UNITS.c.claimed_at == bindparam("held_since"))
 _RECORD_ANSWER = update(_UNITS).where(_HELD).values(
-    status="completed", output=bindparam("output"), output_sha256=bindparam("output_sha256"),
+    status=UnitStatus.COMPLETED, output=bindparam("output"), output_sha256=bindparam("output_sha256"),
     classification=bindparam("classification"), provider=bindparam("provider"),
     served_region=bindparam("served_region"), completed_at=bindparam("now"), duration_ms=bindparam("duration_ms"),
     lease_expires_at=None, failure=null(),
 )
-_FINALIZABLE = and_(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == "running", _JOBS.c.finalizing_at.is_(None))
+_FINALIZABLE = and_(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.RUNNING, _JOBS.c.finalizing_at.is_(None))
 _CLAIM_FINALIZE_DONE = update(_JOBS).where(
     _FINALIZABLE, ~exists().where(_UNITS.c.job_id == _JOBS.c.id, _OPEN)
 ).values(finalizing_at=bindparam("now"))
@@ -169,7 +171,7 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
     now = utcnow()
     with db.session() as session:
         job = session.execute(_CLAIM_JOB, {"execution_id": execution_id}).one_or_none()
-        if job is None or job.status != "running" or job.finalizing_at is not None:
+        if job is None or job.status != JobStatus.RUNNING or job.finalizing_at is not None:
             return None
         remaining = (job.deadline_at - now).total_seconds()
         if remaining <= 0:
@@ -191,13 +193,13 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
             }
             session.execute(
                 update(_UNITS).where(_UNITS.c.id == execution_id)
-                .values(status="failed", completed_at=now, duration_ms=0, lease_expires_at=None,
+                .values(status=UnitStatus.FAILED, completed_at=now, duration_ms=0, lease_expires_at=None,
                         attempts=settings.max_unit_attempts, failure=execution_failure,
-                        classification="technical_failure")
+                        classification=Classification.TECHNICAL_FAILURE)
             )
             log.warning("unit dead-lettered", extra={"job_id": job.id, "execution_id": execution_id})
             return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
-                         execution.prompt, claimed, None, 0.0)
+                         execution.prompt, claimed, None, 0.0, dead_lettered=True)
         return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
                      execution.prompt, claimed, now, call_timeout, job.deadline_at)
 
@@ -221,10 +223,10 @@ def record_failure(db: Database, claim: Claim, error: ProviderError, provider: s
     failure = {**error.to_dict(), "attempt": claim.attempts}
     values: dict = {"failure": failure, "provider": provider, "lease_expires_at": None}
     if final:
-        values.update(status="failed", classification="technical_failure", completed_at=now,
+        values.update(status=UnitStatus.FAILED, classification=Classification.TECHNICAL_FAILURE, completed_at=now,
                       duration_ms=int((now - claim.claimed_at).total_seconds() * 1000))
     else:
-        values.update(status="pending", dispatched_at=now + timedelta(seconds=retry_in))
+        values.update(status=UnitStatus.PENDING, dispatched_at=now + timedelta(seconds=retry_in))
     with db.session() as session:
         held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at}
         return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount)
@@ -237,25 +239,52 @@ def retry_delay(settings: Settings, attempts: int) -> float:
 
 
 @dataclass(frozen=True)
-class UnitOutcome:
-    status: str  # completed | failed | retry | deadline | skipped
+class Outcome:
+    status: UnitOutcome
     job_id: str | None = None
     region: str | None = None
     retry_in: float = 0.0
     error: ProviderError | None = None
 
 
+class UnitObserver(Protocol):
+    """Hooks for instrumentation (``beacon.observability.units``); every one is optional to act on."""
+
+    def claimed(self, claim: Claim) -> None: ...
+    def outcome(self, outcome: Outcome) -> None: ...
+    def finalised(self, status: str | None) -> None: ...
+
+
+def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
+              dispatch: DispatchUnit, observer: UnitObserver | None = None) -> Outcome:
+    """One ``execute_unit`` delivery: run the unit, then re-dispatch it (``retry``) or finalise
+    the job (the unit ended, or the deadline cut its call)."""
+    outcome = run_unit(db, settings, registry, execution_id, on_claim=observer.claimed if observer else None)
+    if observer is not None:
+        observer.outcome(outcome)
+    finalised = None
+    if outcome.status == UnitOutcome.RETRY:
+        dispatch(execution_id, outcome.region, outcome.retry_in)
+    elif outcome.status in (UnitOutcome.COMPLETED, UnitOutcome.FAILED, UnitOutcome.DEAD_LETTERED):
+        finalised = finalize_job(db, settings, outcome.job_id)
+    elif outcome.status == UnitOutcome.DEADLINE:
+        finalised = finalize_job(db, settings, outcome.job_id, deadline=True)
+    if observer is not None and finalised is not None:
+        observer.finalised(finalised)
+    return outcome
+
+
 def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
-             on_claim: Callable[[Claim], None] | None = None) -> UnitOutcome:
-    """Claim, call the provider, record. The caller re-dispatches on ``retry`` and finalises after;
-    ``on_claim`` learns which unit this is as soon as it is claimed (for tags and log context)."""
+             on_claim: Callable[[Claim], None] | None = None) -> Outcome:
+    """Claim, call the provider, record; ``on_claim`` learns which unit this is as soon as it is
+    claimed (for tags and log context). :func:`step_unit` acts on the outcome."""
     claim = claim_unit(db, settings, execution_id)
     if claim is None:
-        return UnitOutcome("skipped")
+        return Outcome(UnitOutcome.SKIPPED)
     if on_claim is not None:
         on_claim(claim)
-    if claim.claimed_at is None:
-        return UnitOutcome("failed", claim.job_id, claim.region)  # dead-lettered at claim
+    if claim.dead_lettered:
+        return Outcome(UnitOutcome.DEAD_LETTERED, claim.job_id, claim.region)
     provider = registry.get(claim.region)
     request = ProviderRequest(region=claim.region, model_id=claim.model_id, prompt=claim.prompt,
                               question_id=claim.question_id, timeout_s=claim.call_timeout_s)
@@ -264,28 +293,28 @@ def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execu
     except ProviderError as error:
         if utcnow() >= claim.deadline_at:
             # The call was cut by the job's deadline: leave the unit open; finalisation times it out.
-            return UnitOutcome("deadline", claim.job_id, claim.region, error=error)
+            return Outcome(UnitOutcome.DEADLINE, claim.job_id, claim.region, error=error)
         retryable = error.transient and claim.attempts < settings.max_unit_attempts
         delay = retry_delay(settings, claim.attempts) if retryable else 0.0
         if not record_failure(db, claim, error, provider.name, final=not retryable, retry_in=delay):
-            return UnitOutcome("skipped")
-        return UnitOutcome("retry" if retryable else "failed", claim.job_id, claim.region, delay, error)
+            return Outcome(UnitOutcome.SKIPPED)
+        return Outcome(UnitOutcome.RETRY if retryable else UnitOutcome.FAILED, claim.job_id, claim.region, delay, error)
     if not record_answer(db, claim, answer.output, answer.provider, answer.served_region):
-        return UnitOutcome("skipped")
-    return UnitOutcome("completed", claim.job_id, claim.region)
+        return Outcome(UnitOutcome.SKIPPED)
+    return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
 
 
 def job_outcome(spec: JobSpec, units: list[Execution]) -> tuple[str, str]:
     """``completed`` or ``failed`` by DESIGN's rules, with the reason."""
     total = len(units)
-    successes = [u for u in units if u.status == "completed" and u.classification in SUCCESS_CLASSIFICATIONS]
+    successes = [u for u in units if is_success(u.status, u.classification)]
     rate = len(successes) / total if total else 0.0
     regions_ok = {u.region for u in successes}
     needed_regions = min(spec.min_regions, len(spec.regions))
     reason = (f"{len(successes)}/{total} units succeeded (rate {rate:.2f}, needed {spec.min_success_rate:.2f}); "
               f"{len(regions_ok)} regions with a success (needed {needed_regions})")
     ok = rate >= spec.min_success_rate and len(regions_ok) >= needed_regions
-    return ("completed" if ok else "failed"), reason
+    return (JobStatus.COMPLETED if ok else JobStatus.FAILED), reason
 
 
 def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: bool = False) -> str | None:
@@ -305,7 +334,7 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
         session.execute(
             update(Execution)
             .where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
-            .values(status="timeout", completed_at=now, lease_expires_at=None, classification="technical_failure")
+            .values(status=UnitStatus.TIMEOUT, completed_at=now, lease_expires_at=None, classification=Classification.TECHNICAL_FAILURE)
         )
         job = session.get(Job, job_id)
         units = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
@@ -350,7 +379,7 @@ def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reaso
         for unit in units:
             unit.status, unit.completed_at, unit.lease_expires_at = status, now, None
             if failure_code:
-                unit.classification = "technical_failure"
+                unit.classification = Classification.TECHNICAL_FAILURE
                 unit.failure = {"code": failure_code, "transient": False, "stage": action, "region": unit.region,
                                 "model": unit.model_id, "provider": unit.provider, "message": reason}
     log.info(f"job {status}", extra={"job_id": job_id, "units": len(units), "reason": reason, "action": action})
@@ -371,23 +400,23 @@ def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_jo
     now = utcnow()
     with db.session() as session:
         overdue = list(session.scalars(
-            select(Job.id).where(Job.status == "running", Job.finalizing_at.is_(None), Job.deadline_at <= now)
+            select(Job.id).where(Job.status == JobStatus.RUNNING, Job.finalizing_at.is_(None), Job.deadline_at <= now)
         ))
         stalled = list(session.scalars(
-            select(Job.id).where(Job.status == "running", Job.finalizing_at.is_(None), ~exists().where(_UNITS.c.job_id == _JOBS.c.id, _OPEN))
+            select(Job.id).where(Job.status == JobStatus.RUNNING, Job.finalizing_at.is_(None), ~exists().where(_UNITS.c.job_id == _JOBS.c.id, _OPEN))
         ))
         queued = list(session.scalars(
-            select(Job.id).where(Job.status == "queued",
+            select(Job.id).where(Job.status == JobStatus.QUEUED,
                                  Job.created_at <= now - timedelta(seconds=settings.job_queued_grace_seconds))
         ))
         lost = or_(
-            and_(Execution.status == "running", Execution.lease_expires_at < now),
-            and_(Execution.status == "pending",
+            and_(Execution.status == UnitStatus.RUNNING, Execution.lease_expires_at < now),
+            and_(Execution.status == UnitStatus.PENDING,
                  Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)),
         )
         units = session.execute(
             update(Execution)
-            .where(lost, Execution.job_id.in_(select(Job.id).where(Job.status == "running", Job.deadline_at > now)))
+            .where(lost, Execution.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING, Job.deadline_at > now)))
             .where(or_(Execution.dispatched_at.is_(None),
                        Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)))
             .values(dispatched_at=now)

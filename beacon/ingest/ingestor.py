@@ -1,7 +1,7 @@
 """Ingest of signed JobSpecs: the ordered checks of DESIGN.md and the one transaction after.
 
 Order: Content-Type, size, JSON, schema, signature-failure rate limit, trusted key, timestamp
-window, signature, Idempotency-Key, nonce (replay), job id. Every rejection raises an ApiError
+window, signature, Idempotency-Key, nonce (replay), job id. Every rejection raises a domain error (beacon.errors)
 before anything is written; acceptance writes job, nonce, idempotency key and outbox row in one
 transaction.
 """
@@ -18,18 +18,18 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from beacon.crypto.canonical import loads
-from beacon.messaging.celery_app import JOBS_QUEUE, RUN_JOB
-from beacon.db import Database
-from beacon.errors import ApiError, ValidationError
-from beacon.ingest.jobspec import JobSpec, parse_jobspec
-from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
-from beacon.messaging.tracing import trace_headers
-from beacon.messaging.outbox import Publisher, enqueue, publish_fresh
-from beacon.ingest.ratelimit import SignatureFailureLimiter
-from beacon.settings import Settings
 from beacon.crypto.signing import verify_document
-from beacon.timeutil import parse_rfc3339, utcnow
+from beacon.db import Database
+from beacon.errors import Conflict, Invalid, RateLimited, TooLarge, Unavailable, UnsupportedMedia, ValidationError
+from beacon.ingest.jobspec import JobSpec, parse_jobspec
+from beacon.ingest.ratelimit import SignatureFailureLimiter
 from beacon.ingest.trust import TrustStore
+from beacon.messaging.celery_app import JOBS_QUEUE, RUN_JOB
+from beacon.messaging.outbox import Publisher, enqueue, publish_fresh
+from beacon.messaging.tracing import trace_headers
+from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
+from beacon.settings import Settings
+from beacon.timeutil import parse_rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,16 @@ def decode_json(raw: bytes) -> Any:
     try:
         return loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_json", "request body is not UTF-8") from None
+        raise Invalid("invalid_json", "request body is not UTF-8") from None
     except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        raise Invalid("invalid_json", f"request body is not valid JSON: {exc}") from None
 
 
 def require_json_content_type(content_type: str | None) -> None:
     """The first check, made before the body is read."""
     mimetype = (content_type or "").split(";", 1)[0].strip().lower()
     if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
-        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+        raise UnsupportedMedia("unsupported_media_type", "Content-Type must be application/json")
 
 
 def check_timestamp_window(settings: Settings, timestamp: str) -> None:
@@ -67,18 +67,15 @@ def check_timestamp_window(settings: Settings, timestamp: str) -> None:
     try:
         stamp = parse_rfc3339(timestamp)
     except ValueError:
-        raise ApiError(
-            400, "timestamp_invalid", "metadata.timestamp is not an RFC 3339 time", {"reason": "format_invalid"}
+        raise Invalid("timestamp_invalid", "metadata.timestamp is not an RFC 3339 time", {"reason": "format_invalid"}
         ) from None
     now = utcnow()
     if now - stamp > timedelta(minutes=settings.timestamp_max_age_minutes):
-        raise ApiError(
-            400, "timestamp_invalid",
+        raise Invalid("timestamp_invalid",
             f"metadata.timestamp is older than {settings.timestamp_max_age_minutes} minutes", {"reason": "too_old"},
         )
     if stamp - now > timedelta(minutes=settings.timestamp_max_skew_minutes):
-        raise ApiError(
-            400, "timestamp_invalid",
+        raise Invalid("timestamp_invalid",
             f"metadata.timestamp is more than {settings.timestamp_max_skew_minutes} minutes in the future",
             {"reason": "too_far_in_future"},
         )
@@ -123,14 +120,13 @@ class Ingestor:
             reason = "the signature does not match the document"
         if form is None:
             self.limiter.record_failure(client_ip, spec.public_key)
-            raise ApiError(400, "signature_mismatch", f"signature verification failed: {reason}")
+            raise Invalid("signature_mismatch", f"signature verification failed: {reason}")
         return form
 
     def submit(self, raw: bytes, client_ip: str, idempotency_key: str | None) -> Accepted:
         """Every check after the Content-Type (``require_json_content_type``), then the write."""
         if len(raw) > self.settings.max_body_bytes:
-            raise ApiError(
-                413, "payload_too_large", f"request body exceeds {self.settings.max_body_bytes} bytes"
+            raise TooLarge("payload_too_large", f"request body exceeds {self.settings.max_body_bytes} bytes"
             )
         spec = self.parse(decode_json(raw))
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
@@ -139,8 +135,7 @@ class Ingestor:
             )
         limited = self.limiter.blocked(client_ip, spec.public_key)
         if limited:
-            raise ApiError(
-                429, "rate_limit_exceeded", "too many signature failures; try again in a minute",
+            raise RateLimited("rate_limit_exceeded", "too many signature failures; try again in a minute",
                 {"limit": limited},
             )
         now = utcnow()
@@ -168,7 +163,7 @@ class Ingestor:
                 if known is not None:
                     return known, None
                 # the conflicting transaction rolled back in the meantime: try again
-        raise ApiError(503, "service_unavailable", "could not store the job; try again")
+        raise Unavailable("service_unavailable", "could not store the job; try again")
 
     def _conflict(self, spec: JobSpec, body_sha256: str, idempotency_key: str | None) -> Accepted | None:
         """Which stored row the submission collides with: idempotent replay, nonce or job id."""
@@ -178,8 +173,7 @@ class Ingestor:
                 if known is not None:
                     if known.body_sha256 == body_sha256:
                         return Accepted(200, {"id": known.job_id, "idempotent": True})
-                    raise ApiError(
-                        409, "idempotency_key_reused",
+                    raise Conflict("idempotency_key_reused",
                         "this Idempotency-Key was used with a different request body",
                         {"job_id": known.job_id},
                     )
@@ -187,9 +181,9 @@ class Ingestor:
                 select(Nonce.job_id).where(Nonce.public_key == spec.public_key, Nonce.nonce == spec.nonce)
             )
             if replay is not None:
-                raise ApiError(400, "replay_detected", "this nonce was already used with this key")
+                raise Invalid("replay_detected", "this nonce was already used with this key")
             if session.get(Job, spec.id) is not None:
-                raise ApiError(409, "job_exists", f"job {spec.id} already exists", {"job_id": spec.id})
+                raise Conflict("job_exists", f"job {spec.id} already exists", {"job_id": spec.id})
         return None
 
     def _insert(self, spec: JobSpec, raw: bytes, body_sha256: str, idempotency_key: str | None) -> OutboxMessage:

@@ -12,6 +12,8 @@ import time
 
 import redis
 
+from beacon.redis_clients import redis_client
+
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
@@ -22,11 +24,7 @@ class SignatureFailureLimiter:
     def __init__(self, redis_url: str | None, per_ip: int, per_key: int):
         self.per_ip = per_ip
         self.per_key = per_key
-        self._client = (
-            redis.Redis.from_url(redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
-            if redis_url
-            else None
-        )
+        self._client = redis_client(redis_url) if redis_url else None
         self._down_until = 0.0
         self._lock = threading.Lock()
 

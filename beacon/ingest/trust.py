@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from beacon.errors import ApiError
 from beacon.crypto.signing import b64decode
+from beacon.errors import Invalid
 from beacon.timeutil import parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -130,17 +130,17 @@ class TrustStore:
                 log.error("trusted keys file changed but is invalid; keeping the previous keys: %s", exc)
 
     def check(self, public_key: str, now: datetime) -> None:
-        """Raise the matching ``trust_violation:*`` ApiError unless the key may submit now."""
+        """Raise the matching ``trust_violation:*`` Invalid error unless the key may submit now."""
         if not self.enforce:
             return
         self._refresh()
         key = self._keys.get(public_key)
         if key is None:
-            raise ApiError(400, "trust_violation:unknown", "public key is not in the trusted keys")
+            raise Invalid("trust_violation:unknown", "public key is not in the trusted keys")
         details = {"kid": key.kid}
         if key.status == "revoked":
-            raise ApiError(400, "trust_violation:revoked", f"key {key.kid} is revoked", details)
+            raise Invalid("trust_violation:revoked", f"key {key.kid} is revoked", details)
         if key.not_before and now < key.not_before:
-            raise ApiError(400, "trust_violation:not_yet_valid", f"key {key.kid} is not valid yet", details)
+            raise Invalid("trust_violation:not_yet_valid", f"key {key.kid} is not valid yet", details)
         if key.not_after and now >= key.not_after:
-            raise ApiError(400, "trust_violation:expired", f"key {key.kid} has expired", details)
+            raise Invalid("trust_violation:expired", f"key {key.kid} has expired", details)

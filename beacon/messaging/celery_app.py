@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from beacon.messaging import file_transport# noqa: F401  (filesystem:// with atomic writes)
+from beacon.messaging import file_transport  # noqa: F401  (filesystem:// with atomic writes)
 from beacon.settings import Settings
 
 JOBS_QUEUE = "jobs"

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import lru_cache
 from typing import Any
 
 import redis
 
+from beacon.redis_clients import redis_client
 from beacon.timeutil import isoformat, utcnow
 
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "beacon:events"
-
-
-@lru_cache(maxsize=4)
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
 def publish_event(settings, event_type: str, payload: dict[str, Any]) -> bool:  # noqa: ANN001  (Settings)

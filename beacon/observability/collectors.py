@@ -15,11 +15,12 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from beacon.operations.admin import queue_depths, queue_names
-from beacon.models import JOB_STATUSES, Job
-from beacon.observability.health import check_broker, probe_engine
 from beacon.messaging.outbox import pending_stats
+from beacon.models import Job
+from beacon.observability.health import check_broker, probe_engine
+from beacon.operations.admin import queue_depths, queue_names
 from beacon.settings import Settings
+from beacon.statuses import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class DatabaseCollector:
             return
         yield _up("database", True)
         jobs = GaugeMetricFamily("beacon_jobs", "Jobs by status, counted at scrape time", labels=["status"])
-        for status in JOB_STATUSES:
+        for status in JobStatus:
             jobs.add_metric([status], by_status.get(status, 0))
         yield jobs
         yield GaugeMetricFamily("beacon_outbox_unpublished", "Outbox messages not yet published", value=unpublished)

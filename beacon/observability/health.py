@@ -12,20 +12,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
-import redis
 from kombu import Connection
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from beacon.db import database_for
+from beacon.redis_clients import redis_client
 from beacon.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DATABASE_TIMEOUT_SECONDS = 2
-REDIS_TIMEOUT_SECONDS = 0.5
 BROKER_TIMEOUT_SECONDS = 1.0
 
 
@@ -56,12 +53,6 @@ def probe_engine(url: str) -> Engine:
         url, pool_size=1, max_overflow=2, pool_timeout=DATABASE_TIMEOUT_SECONDS, pool_pre_ping=False,
         connect_args={"connect_timeout": DATABASE_TIMEOUT_SECONDS, "options": f"-c statement_timeout={timeout_ms}"},
     )
-
-
-@lru_cache(maxsize=8)
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-                                retry=Retry(NoBackoff(), 0))
 
 
 def timed(name: str, probe: Callable[[], object]) -> Check:

@@ -15,14 +15,15 @@ from typing import Any, Iterator
 import sentry_sdk
 from sqlalchemy import select
 
-from beacon.messaging.celery_app import EXECUTE_UNIT
 from beacon.db import Database
-from beacon.execution.engine import Claim, UnitOutcome
+from beacon.execution.engine import Claim, Outcome
+from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest, UnknownRegion
 from beacon.logs import bind, log_context
+from beacon.messaging.celery_app import EXECUTE_UNIT
 from beacon.models import Job
 from beacon.observability import metrics
 from beacon.observability.errors import DeadlineExceeded, JobCancelled
-from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest, UnknownRegion
+from beacon.statuses import JobStatus, UnitOutcome
 
 
 @contextmanager
@@ -92,19 +93,20 @@ class UnitObservation:
                   "question_id": self.question_id, "provider": self.provider}
         return {key: value for key, value in values.items() if value is not None}
 
-    def outcome(self, outcome: UnitOutcome) -> None:
+    def outcome(self, outcome: Outcome) -> None:
         """Count the outcome, leave a breadcrumb, and report what did not succeed."""
+        failed = outcome.status in (UnitOutcome.FAILED, UnitOutcome.DEAD_LETTERED)
         metrics.units.labels(self.region or "unknown", self.provider, outcome.status).inc()
-        if outcome.status == "retry":
+        if outcome.status == UnitOutcome.RETRY:
             metrics.task_retries.labels(EXECUTE_UNIT).inc()
         sentry_sdk.add_breadcrumb(category="unit", message=f"unit {outcome.status}",
-                                  level="error" if outcome.status == "failed" else "info",
+                                  level="error" if failed else "info",
                                   data={"execution_id": self.execution_id, "retry_in": outcome.retry_in})
-        if outcome.status == "failed":
+        if failed:
             self._report_failure(outcome.error)
-        elif outcome.status == "deadline":
+        elif outcome.status == UnitOutcome.DEADLINE:
             sentry_sdk.capture_exception(DeadlineExceeded(self.job_id, self.execution_id))
-        elif outcome.status == "skipped" and self._job_status() == "cancelled":
+        elif outcome.status == UnitOutcome.SKIPPED and self._job_status() == JobStatus.CANCELLED:
             sentry_sdk.capture_exception(JobCancelled(self.job_id, self.execution_id))
 
     def finalised(self, status: str | None) -> None:

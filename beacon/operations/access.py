@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from beacon.errors import ApiError
+from beacon.errors import Forbidden, Unauthorized
 from beacon.settings import Settings
 
 ROLES = ("viewer", "operator", "admin")
@@ -34,7 +34,7 @@ def require_role(settings: Settings, authorization: str | None, minimum: str) ->
     """The caller's role when it is at least ``minimum``; 401 without a valid token, 403 below it."""
     role = role_for_token(settings, bearer_token(authorization))
     if role is None:
-        raise ApiError(401, "unauthorized", "a valid Bearer token is required")
+        raise Unauthorized("unauthorized", "a valid Bearer token is required")
     if ROLES.index(role) < ROLES.index(minimum):
-        raise ApiError(403, "forbidden", f"this action needs the {minimum} role; the token grants {role}")
+        raise Forbidden("forbidden", f"this action needs the {minimum} role; the token grants {role}")
     return role

@@ -17,18 +17,19 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from sqlalchemy import and_, func, or_, select, update
 
-from beacon.operations.access import bearer_token, require_role
-from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
 from beacon.db import Database
-from beacon.execution.engine import OPEN_JOB, end_job
-from beacon.errors import ApiError
-from beacon.resources.jobs import get_job, require_state, unit_counts
-from beacon.models import Execution, Job
-from beacon.messaging.outbox import Publisher, enqueue, pending_stats, relay
+from beacon.errors import Corrupt, DomainError, Invalid, InvalidState
+from beacon.execution.engine import end_job
 from beacon.execution.providers import load_provider_configs
-from beacon.settings import Settings
-from beacon.timeutil import isoformat, utcnow
 from beacon.ingest.trust import TrustFileError, TrustStore
+from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
+from beacon.messaging.outbox import Publisher, enqueue, pending_stats, relay
+from beacon.models import Execution, Job
+from beacon.operations.access import bearer_token, require_role
+from beacon.resources.jobs import get_job, require_state, unit_counts
+from beacon.settings import Settings
+from beacon.statuses import OPEN_JOB
+from beacon.timeutil import isoformat, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def authorize(settings: Settings, authorization: str | None, minimum: str, actio
     token = bearer_token(authorization)
     try:
         role = require_role(settings, authorization, minimum)
-    except ApiError as refused:
+    except DomainError as refused:
         log.warning("admin action refused", extra={
             "action": action, "needed_role": minimum, "error_code": refused.code,
             "token_fingerprint": fingerprint(token) if token else None})
@@ -165,10 +166,10 @@ def republish(db: Database, publish: Publisher, job_id: str) -> dict[str, Any]:
 
 def reason_from(body: Any) -> str:
     if not isinstance(body, dict) or "reason" not in body:
-        raise ApiError(400, "missing_field:reason", "a JSON body {\"reason\": …} is required", {"field": "reason"})
+        raise Invalid("missing_field:reason", "a JSON body {\"reason\": …} is required", {"field": "reason"})
     reason = body["reason"]
     if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_CHARS:
-        raise ApiError(400, "validation_error", f"reason must be a non-empty string of at most {MAX_REASON_CHARS} "
+        raise Invalid("validation_error", f"reason must be a non-empty string of at most {MAX_REASON_CHARS} "
                        "characters", {"field": "reason"})
     return reason.strip()
 
@@ -184,10 +185,10 @@ def emergency_stop(db: Database, settings: Settings, job_id: str, reason: str, a
 def reload_trusted_keys(trust: TrustStore) -> dict[str, Any]:
     """Re-read the trusted keys file now; an invalid file keeps the previous keys."""
     if trust.path is None:
-        raise ApiError(409, "invalid_state", "TRUSTED_KEYS_FILE is not set: there is no file to reload")
+        raise InvalidState("invalid_state", "TRUSTED_KEYS_FILE is not set: there is no file to reload")
     try:
         keys = trust.reload()
     except TrustFileError as exc:
-        raise ApiError(500, "trust_file_invalid", f"{exc}; the previous keys stay in force",
+        raise Corrupt("trust_file_invalid", f"{exc}; the previous keys stay in force",
                        {"path": str(trust.path)}) from None
     return {"path": str(trust.path), "keys": keys}

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from beacon.operations.access import bearer_token, require_role
-from beacon.errors import ApiError
+from beacon.crypto.signing import verify_document
+from beacon.errors import Forbidden, Invalid, Unauthorized
 from beacon.ingest.ingestor import check_timestamp_window
 from beacon.models import Job
+from beacon.operations.access import bearer_token, require_role
 from beacon.settings import Settings
-from beacon.crypto.signing import verify_document
 
 CANCEL_FIELDS = {"action", "job_id", "timestamp", "reason", "public_key", "signature"}
 
@@ -24,21 +24,21 @@ def authorize_cancel(settings: Settings, job: Job, authorization: str | None, bo
     if bearer_token(authorization) is not None:
         return "role:" + require_role(settings, authorization, "operator")
     if not isinstance(body, dict) or not body.get("signature"):
-        raise ApiError(401, "unauthorized", "cancel needs an operator token or a body signed by the job's key")
+        raise Unauthorized("unauthorized", "cancel needs an operator token or a body signed by the job's key")
     unknown = sorted(set(body) - CANCEL_FIELDS)
     if unknown:
-        raise ApiError(400, "validation_error", f"unknown field {unknown[0]} in the cancel request",
+        raise Invalid("validation_error", f"unknown field {unknown[0]} in the cancel request",
                        {"field": unknown[0]})
     if body.get("action") != "cancel" or body.get("job_id") != job.id:
-        raise ApiError(400, "validation_error", "a signed cancel must say action 'cancel' and this job_id",
+        raise Invalid("validation_error", "a signed cancel must say action 'cancel' and this job_id",
                        {"field": "job_id"})
     try:
         form = verify_document(body)
     except ValueError as exc:
-        raise ApiError(401, "unauthorized", f"cancel signature invalid: {exc}") from None
+        raise Unauthorized("unauthorized", f"cancel signature invalid: {exc}") from None
     if form != "current":
-        raise ApiError(401, "unauthorized", "cancel signature does not verify")
+        raise Unauthorized("unauthorized", "cancel signature does not verify")
     if body.get("public_key") != job.public_key:
-        raise ApiError(403, "forbidden", "only the key that submitted the job may cancel it")
+        raise Forbidden("forbidden", "only the key that submitted the job may cancel it")
     check_timestamp_window(settings, body.get("timestamp"))
     return "key:" + job.public_key

@@ -7,8 +7,8 @@ from datetime import timedelta
 from sqlalchemy import delete
 
 from beacon.db import Database
-from beacon.models import IdempotencyKey, Nonce
 from beacon.messaging.outbox import purge_published
+from beacon.models import IdempotencyKey, Nonce
 from beacon.settings import Settings
 from beacon.timeutil import utcnow
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from beacon.errors import ApiError, ValidationError, not_found
+from beacon.errors import InvalidState, ValidationError, not_found
 from beacon.models import Execution, Job
 from beacon.timeutil import isoformat, parse_rfc3339
 
@@ -104,6 +104,5 @@ def list_jobs(session: Session, limit: int, cursor: str | None) -> dict[str, Any
 
 def require_state(job: Job, allowed: tuple[str, ...], action: str) -> None:
     if job.status not in allowed:
-        raise ApiError(
-            409, "invalid_state", f"cannot {action} a job that is {job.status}", {"status": job.status}
+        raise InvalidState("invalid_state", f"cannot {action} a job that is {job.status}", {"status": job.status}
         )

@@ -8,7 +8,6 @@ No worker consumes this broker database, so every message the API publishes stay
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import json
 import logging
@@ -21,17 +20,18 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from app import create_app
+from beacon.cli import main
+from beacon.crypto.signing import KeyPair
+from beacon.db import database_for
 from beacon.execution import engine
 from beacon.messaging.celery_app import region_queue
 from beacon.messaging.dispatch import dispatch_unit
-from beacon.cli import main
-from beacon.db import database_for
-from beacon.models import Execution, Job, OutboxMessage
 from beacon.messaging.outbox import enqueue
-from beacon.crypto.signing import KeyPair
+from beacon.models import Execution, Job, OutboxMessage
 from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_IDLE_DB
-from tests.support import body, make_spec, serve_wsgi, spare_port
+from tests.factories import body, make_spec
+from tests.support import serve_wsgi, spare_port
 
 TOKENS = {"viewer": "view-secret", "operator": "op-secret", "admin": "admin-secret"}
 ROUTES = [  # method, path, minimum role

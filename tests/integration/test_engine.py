@@ -8,12 +8,13 @@ import requests
 from sqlalchemy import select, update
 
 from app import create_app
-from beacon.models import Execution, Job
 from beacon.crypto.signing import KeyPair, sign_document
+from beacon.models import Execution, Job
 from beacon.timeutil import isoformat, utcnow
 from tests.conftest import RABBITMQ_URL, REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB
+from tests.factories import body, make_spec
 from tests.stack import Stack, constraints
-from tests.support import body, make_spec, serve_wsgi, wait_for
+from tests.support import serve_wsgi, wait_for
 
 S = 10**9
 QUESTIONS = ["math_basic", "tiananmen_neutral", "greatest_invention"]

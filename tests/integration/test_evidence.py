@@ -17,21 +17,19 @@ import requests
 from sqlalchemy import text, update
 
 from app import create_app
-from beacon.execution import engine
 from beacon.crypto.canonical import loads
+from beacon.crypto.signing import KeyPair
 from beacon.db import database_for
 from beacon.evidence.identity import EMBEDDED_KEY_FILE, verify_runner_document
+from beacon.execution import engine
 from beacon.migrate import upgrade
 from beacon.models import Job
-from beacon.crypto.signing import KeyPair
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
+from tests.factories import body, make_spec, seed_answered_job
 from tests.stack import Stack
 from tests.support import (
     LoopbackIpfsNode,
-    body,
     ipfs_cid_of,
-    make_spec,
-    seed_answered_job,
     serve_wsgi,
     wait_for,
 )

@@ -11,11 +11,12 @@ import requests
 from sqlalchemy import func, select
 
 from app import create_app
+from beacon.crypto.signing import KeyPair, sign_document
 from beacon.db import database_for
 from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
-from beacon.crypto.signing import KeyPair, sign_document
 from beacon.timeutil import isoformat, utcnow
-from tests.support import body, make_spec, serve_wsgi
+from tests.factories import body, make_spec
+from tests.support import serve_wsgi
 
 JSON = {"Content-Type": "application/json"}
 

@@ -12,14 +12,15 @@ from datetime import timedelta
 
 import pytest
 
-from beacon.evidence import bundles
-from beacon.execution import engine
-from beacon.db import database_for
-from beacon.evidence.ipfs_rpc import IpfsError, IpfsRpc
-from beacon.models import Bundle
 from beacon.crypto.signing import KeyPair
+from beacon.db import database_for
+from beacon.evidence import bundles
+from beacon.evidence.ipfs_rpc import IpfsError, IpfsRpc
+from beacon.execution import engine
+from beacon.models import Bundle
 from beacon.timeutil import utcnow
-from tests.support import LoopbackIpfsNode, ipfs_cid_of, seed_answered_job
+from tests.factories import seed_answered_job
+from tests.support import LoopbackIpfsNode, ipfs_cid_of
 
 BASE, CAP = 10.0, 40.0
 

@@ -14,19 +14,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from app import create_app
-from beacon.messaging.celery_app import make_celery
 from beacon.db import database_for
-from beacon.models import OutboxMessage
+from beacon.messaging.celery_app import make_celery
 from beacon.messaging.outbox import enqueue
+from beacon.models import OutboxMessage
 from beacon.settings import Settings
 from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
+from tests.factories import body, make_spec
 from tests.support import (
     ApiProcess,
     OwnRedis,
     WorkerProcess,
-    body,
-    make_spec,
     run_together,
     serve_wsgi,
     spare_port,

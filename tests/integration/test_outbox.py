@@ -11,12 +11,13 @@ import requests
 from sqlalchemy import func, select, update
 
 from app import create_app
-from beacon.messaging.celery_app import make_celery
 from beacon.db import database_for
-from beacon.models import OutboxMessage
+from beacon.messaging.celery_app import make_celery
 from beacon.messaging.outbox import celery_publisher, enqueue, relay
+from beacon.models import OutboxMessage
 from beacon.timeutil import utcnow
-from tests.support import OwnRedis, body, make_spec, serve_wsgi
+from tests.factories import body, make_spec
+from tests.support import OwnRedis, serve_wsgi
 
 JSON = {"Content-Type": "application/json"}
 

@@ -25,20 +25,21 @@ from sqlalchemy import select, update
 
 from app import create_app
 from app.services import Services
+from beacon.crypto.signing import KeyPair
+from beacon.db import database_for
 from beacon.execution import engine
+from beacon.execution.providers import serve_simulator
 from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RELAY_OUTBOX, RUN_JOB, make_celery
 from beacon.messaging.dispatch import dispatch_unit
-from beacon.db import database_for
+from beacon.messaging.outbox import enqueue
 from beacon.models import Job, OutboxMessage
 from beacon.observability.sentry import NEVER_TRACED
-from beacon.messaging.outbox import enqueue
-from beacon.execution.providers import serve_simulator
 from beacon.settings import Settings
-from beacon.crypto.signing import KeyPair
 from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB, REDIS_LIMITS_DB
+from tests.factories import body, make_spec
 from tests.sentry_sink import SentrySink
-from tests.support import ApiProcess, WorkerProcess, body, make_spec, run_together, serve_wsgi, wait_for
+from tests.support import ApiProcess, WorkerProcess, run_together, serve_wsgi, wait_for
 
 SECRET = f"admin-{uuid.uuid4().hex}"
 RELEASE = "beacon-runner@sentry-test"

@@ -16,11 +16,12 @@ import pytest
 import requests
 from sqlalchemy import create_engine, select, text
 
-from beacon.models import Execution, Job
 from beacon.crypto.signing import KeyPair
+from beacon.models import Execution, Job
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB
+from tests.factories import body, make_spec
 from tests.stack import Stack, constraints
-from tests.support import WorkerProcess, body, make_spec, spare_port, wait_for
+from tests.support import WorkerProcess, spare_port, wait_for
 
 S = 10**9
 

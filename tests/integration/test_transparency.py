@@ -16,17 +16,17 @@ import requests
 from sqlalchemy import select
 
 from app import create_app
-from beacon.execution import engine
-from beacon.evidence import merkle
-from beacon.evidence import transparency
 from beacon.crypto.canonical import loads
-from beacon.db import database_for
-from beacon.messaging.events import EVENTS_CHANNEL, publish_event
-from beacon.evidence.identity import runner_identity, verify_runner_document
-from beacon.models import TransparencyEntry
 from beacon.crypto.signing import KeyPair, sign_document
+from beacon.db import database_for
+from beacon.evidence import merkle, transparency
+from beacon.evidence.identity import runner_identity, verify_runner_document
+from beacon.execution import engine
+from beacon.messaging.events import EVENTS_CHANNEL, publish_event
+from beacon.models import TransparencyEntry
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
-from tests.support import seed_answered_job, serve_wsgi, spare_port, wait_for
+from tests.factories import seed_answered_job
+from tests.support import serve_wsgi, spare_port, wait_for
 
 
 @pytest.fixture

@@ -21,13 +21,13 @@ import pytest
 import yaml
 
 from app import create_app
-from beacon.messaging.celery_app import JOBS_QUEUE, region_queue
+from app.server import GRACEFUL_TIMEOUT_SECONDS
 from beacon.cli import main
 from beacon.cli.roles import fly_regions
 from beacon.execution.providers import load_provider_configs
 from beacon.execution.providers.config import DEFAULT_REGIONS, ProviderConfig
 from beacon.execution.providers.simulator import make_simulator_app
-from app.server import GRACEFUL_TIMEOUT_SECONDS
+from beacon.messaging.celery_app import JOBS_QUEUE, region_queue
 from beacon.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,6 +12,7 @@ from sentry_sdk.utils import match_regex_list
 from werkzeug.exceptions import ClientDisconnected
 
 from app import create_app
+from beacon.execution.providers import ProviderError
 from beacon.logs import JsonFormatter, bind, log_context
 from beacon.observability import metrics
 from beacon.observability.errors import DeadlineExceeded, JobCancelled
@@ -24,7 +25,6 @@ from beacon.observability.sentry import (
     make_before_send,
     make_traces_sampler,
 )
-from beacon.execution.providers import ProviderError
 from beacon.settings import SettingsError
 from beat.schedule import beat_schedule
 

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from beacon.errors import ApiError
-from beacon.settings import Settings, SettingsError
 from beacon.crypto.signing import KeyPair
+from beacon.errors import Invalid
 from beacon.ingest.trust import TrustFileError, TrustStore, parse_trusted_keys
+from beacon.settings import Settings, SettingsError
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -50,11 +50,11 @@ def test_store_reloads_when_file_changes_and_keeps_last_good(tmp_path):
     path.write_text(json.dumps([entry(public_key=a.public_key_b64)]))
     store = TrustStore(str(path))
     store.check(a.public_key_b64, NOW)
-    with pytest.raises(ApiError, match="not in the trusted keys"):
+    with pytest.raises(Invalid, match="not in the trusted keys"):
         store.check(b.public_key_b64, NOW)
     path.write_text(json.dumps([entry(public_key=b.public_key_b64, kid="b"), entry(public_key=a.public_key_b64, kid="a", status="revoked")]))
     store.check(b.public_key_b64, NOW)
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Invalid) as caught:
         store.check(a.public_key_b64, NOW)
     assert caught.value.code == "trust_violation:revoked"
     path.write_text("[ broken")
@@ -69,7 +69,7 @@ def test_window(tmp_path):
     store = TrustStore(str(path))
     store.check(key.public_key_b64, NOW)
     for when, code in ((NOW - timedelta(seconds=1), "not_yet_valid"), (NOW + timedelta(days=31), "expired")):
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(Invalid) as caught:
             store.check(key.public_key_b64, when)
         assert caught.value.code == f"trust_violation:{code}"
 
@@ -81,7 +81,7 @@ def test_bad_file_is_a_startup_error(tmp_path):
 
 def test_not_enforced_allows_unknown_keys():
     TrustStore(None, enforce=False).check(KeyPair.generate().public_key_b64, NOW)
-    with pytest.raises(ApiError, match="not in the trusted keys"):
+    with pytest.raises(Invalid, match="not in the trusted keys"):
         TrustStore(None, enforce=True).check(KeyPair.generate().public_key_b64, NOW)
 
 

@@ -14,18 +14,24 @@ from datetime import datetime, timezone
 import pytest
 from click.testing import CliRunner
 
+from beacon.cli import main
+from beacon.crypto.canonical import canonical_json, loads
+from beacon.crypto.signing import KeyPair, b64encode, sign_document
 from beacon.evidence import merkle
 from beacon.evidence.blockstore import BlockCorrupt, BlockMissing, DirBlockStore, read_file
 from beacon.evidence.bundles import bundle_bytes
-from beacon.crypto.canonical import canonical_json, loads
 from beacon.evidence.cid import build_dag
-from beacon.cli import main
-from beacon.evidence.identity import EMBEDDED_KEY_FILE, RunnerIdentity, RunnerKeyError, runner_identity, verify_runner_document
-from beacon.models import Execution, Job
+from beacon.evidence.identity import (
+    EMBEDDED_KEY_FILE,
+    RunnerIdentity,
+    RunnerKeyError,
+    runner_identity,
+    verify_runner_document,
+)
 from beacon.evidence.receipts import build_receipt
-from beacon.settings import SettingsError
-from beacon.crypto.signing import KeyPair, b64encode, sign_document
 from beacon.evidence.transparency import _push, frontier_root
+from beacon.models import Execution, Job
+from beacon.settings import SettingsError
 from tests.support import ipfs_cid_of
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)

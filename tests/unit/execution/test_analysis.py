@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon.settings import Settings
 from beacon.execution.analysis import (
     MEASURE,
     Thresholds,
@@ -21,6 +20,7 @@ from beacon.execution.analysis import (
     tokenize,
     unified_diff,
 )
+from beacon.settings import Settings
 
 Q = "tiananmen_neutral"
 M = "model-a"
