@@ -149,8 +149,8 @@ def cancel_job(job_id: str):
     body = decode_json(raw) if raw.strip() else None
     with svc.db.session() as session:
         job = jobs.get_job(session, job_id)
-        who = authorize_cancel(svc.settings, job, request.headers.get("Authorization"), body)
-    reason = (body or {}).get("reason") or f"cancelled by {who.split(':', 1)[0]}"
+        actor = authorize_cancel(svc.settings, job, request.headers.get("Authorization"), body)
+    reason = (body or {}).get("reason") or f"cancelled by {actor.kind}"
     before, units = engine.end_job(svc.db, svc.settings, job_id, status="cancelled", reason=reason, action="cancel")
     return jsonify({"id": job_id, "status": "cancelled", "previous_status": before, "units_cancelled": units})
 

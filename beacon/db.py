@@ -6,7 +6,9 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Insert, create_engine, event, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,3 +72,13 @@ def database_for(url: str) -> Database:
 def get_database() -> Database:
     """The process-wide database of the current settings."""
     return database_for(get_settings().database_url)
+
+
+def insert_ignore(session: Session, model, *conflict_columns: str) -> Insert:  # noqa: ANN001  (a mapped class)
+    """``INSERT … ON CONFLICT (conflict_columns) DO NOTHING`` in the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    if dialect == "sqlite":
+        return sqlite_insert(model).on_conflict_do_nothing()
+    return insert(model)

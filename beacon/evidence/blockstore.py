@@ -15,10 +15,9 @@ import os
 from pathlib import Path
 from typing import Iterable, Protocol
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from beacon.db import Database
+from beacon.db import Database, insert_ignore
 from beacon.evidence.cid import CODEC_DAG_PB, Block, parse_cid, read_file_node
 from beacon.models import StoredBlock
 
@@ -54,7 +53,7 @@ class SqlBlockStore:
     def put(self, session: Session, blocks: Iterable[Block]) -> None:
         rows = [{"cid": block.cid, "data": block.data} for block in blocks]
         if rows:
-            session.execute(pg_insert(StoredBlock).on_conflict_do_nothing(index_elements=["cid"]), rows)
+            session.execute(insert_ignore(session, StoredBlock, "cid"), rows)
 
     def get(self, key: str) -> bytes | None:
         with self.db.session() as session:

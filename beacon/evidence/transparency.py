@@ -22,12 +22,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from beacon.crypto.canonical import canonical_json, loads
+from beacon.db import insert_ignore
 from beacon.errors import Corrupt, ValidationError
 from beacon.evidence import merkle
 from beacon.evidence.identity import TREE_HEAD_KIND, RunnerIdentity, verify_runner_document
@@ -63,22 +62,13 @@ def frontier_root(frontier: list[bytes]) -> bytes:
     return root
 
 
-def _insert_ignore(session: Session):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return pg_insert(TransparencyHead).on_conflict_do_nothing(index_elements=["id"])
-    if dialect == "sqlite":
-        return sqlite_insert(TransparencyHead).on_conflict_do_nothing()
-    return insert(TransparencyHead)
-
-
 def _locked_head(session: Session) -> TransparencyHead:
     """The log-head row, locked until the transaction ends (created on the first append)."""
     query = (select(TransparencyHead).where(TransparencyHead.id == 1).with_for_update()
              .execution_options(populate_existing=True))
     head = session.execute(query).scalar_one_or_none()
     if head is None:
-        session.execute(_insert_ignore(session).values(id=1, size=0, frontier=[], updated_at=utcnow()))
+        session.execute(insert_ignore(session, TransparencyHead, "id").values(id=1, size=0, frontier=[], updated_at=utcnow()))
         head = session.execute(query).scalar_one()
     return head
 

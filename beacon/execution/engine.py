@@ -27,12 +27,9 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Callable, Protocol
 
-from sqlalchemy import and_, bindparam, exists, insert, null, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, exists, null, or_, select, update
 
-from beacon.db import Database
+from beacon.db import Database, insert_ignore
 from beacon.execution.analysis import Thresholds, analyse
 from beacon.execution.classify import classify, is_success
 from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest, load_provider_configs
@@ -69,15 +66,6 @@ def stored_spec(job: Job, settings: Settings) -> JobSpec:
                          max_units=10**9)
 
 
-def _insert_ignore(session: Session):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return pg_insert(Execution).on_conflict_do_nothing(index_elements=["job_id", "region", "model_id", "question_id"])
-    if dialect == "sqlite":
-        return sqlite_insert(Execution).on_conflict_do_nothing()
-    return insert(Execution)
-
-
 def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchUnit) -> int:
     """``queued → running``, insert the units, dispatch them. Returns units dispatched (0: a no-op)."""
     now = utcnow()
@@ -98,7 +86,7 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
             return 0
         units = spec.units(load_catalogue(settings.questions_file))
         session.execute(
-            _insert_ignore(session),
+            insert_ignore(session, Execution, "job_id", "region", "model_id", "question_id"),
             [
                 {"job_id": job_id, "region": u.region, "model_id": u.model_id, "question_id": u.question_id,
                  "prompt": u.prompt, "status": UnitStatus.PENDING, "attempts": 0, "created_at": now, "dispatched_at": now}

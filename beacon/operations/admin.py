@@ -7,9 +7,7 @@ of the token, never the token).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +23,7 @@ from beacon.ingest.trust import TrustFileError, TrustStore
 from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
 from beacon.messaging.outbox import Publisher, enqueue, pending_stats, relay
 from beacon.models import Execution, Job
-from beacon.operations.access import bearer_token, require_role
+from beacon.operations.access import Actor, bearer_token, fingerprint, require_role
 from beacon.resources.jobs import get_job, require_state, unit_counts
 from beacon.settings import Settings
 from beacon.statuses import OPEN_JOB
@@ -35,21 +33,6 @@ log = logging.getLogger(__name__)
 
 MAX_STUCK_MINUTES = 7 * 24 * 60
 MAX_REASON_CHARS = 1000
-
-
-@dataclass(frozen=True)
-class Actor:
-    role: str
-    token_fingerprint: str
-
-    def log(self, action: str, **fields: Any) -> None:
-        log.info("admin action", extra={"action": action, "role": self.role,
-                                        "token_fingerprint": self.token_fingerprint, **fields})
-
-
-def fingerprint(token: str) -> str:
-    """A short, non-reversible name for a token, safe to log."""
-    return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def authorize(settings: Settings, authorization: str | None, minimum: str, action: str) -> Actor:
@@ -62,7 +45,7 @@ def authorize(settings: Settings, authorization: str | None, minimum: str, actio
             "action": action, "needed_role": minimum, "error_code": refused.code,
             "token_fingerprint": fingerprint(token) if token else None})
         raise
-    return Actor(role, fingerprint(token))
+    return Actor.for_role(role, token)
 
 
 def queue_names(settings: Settings) -> list[str]:

@@ -13,16 +13,17 @@ from beacon.crypto.signing import verify_document
 from beacon.errors import Forbidden, Invalid, Unauthorized
 from beacon.ingest.ingestor import check_timestamp_window
 from beacon.models import Job
-from beacon.operations.access import bearer_token, require_role
+from beacon.operations.access import Actor, bearer_token, require_role
 from beacon.settings import Settings
 
 CANCEL_FIELDS = {"action", "job_id", "timestamp", "reason", "public_key", "signature"}
 
 
-def authorize_cancel(settings: Settings, job: Job, authorization: str | None, body: Any) -> str:
-    """Who is cancelling (``role:<name>`` or ``key:<public key>``); raises 401/403 otherwise."""
-    if bearer_token(authorization) is not None:
-        return "role:" + require_role(settings, authorization, "operator")
+def authorize_cancel(settings: Settings, job: Job, authorization: str | None, body: Any) -> Actor:
+    """Who is cancelling: an operator (or admin) token, or the job's own key; raises otherwise."""
+    token = bearer_token(authorization)
+    if token is not None:
+        return Actor.for_role(require_role(settings, authorization, "operator"), token)
     if not isinstance(body, dict) or not body.get("signature"):
         raise Unauthorized("unauthorized", "cancel needs an operator token or a body signed by the job's key")
     unknown = sorted(set(body) - CANCEL_FIELDS)
@@ -41,4 +42,4 @@ def authorize_cancel(settings: Settings, job: Job, authorization: str | None, bo
     if body.get("public_key") != job.public_key:
         raise Forbidden("forbidden", "only the key that submitted the job may cancel it")
     check_timestamp_window(settings, body.get("timestamp"))
-    return "key:" + job.public_key
+    return Actor.for_key(job.public_key)
