@@ -8,7 +8,7 @@ from celery import Celery
 from flask import current_app
 
 from beacon.db import Database, database_for
-from beacon.execution.providers import load_provider_configs
+from beacon.execution.regions import region_names
 from beacon.ingest.ingestor import Ingestor
 from beacon.ingest.questions import load_catalogue
 from beacon.ingest.ratelimit import SignatureFailureLimiter
@@ -40,7 +40,7 @@ class Services:
             ),
             publish=celery_publisher(celery),
             catalogue=load_catalogue(settings.questions_file),
-            regions=sorted(load_provider_configs(settings.providers_file)),
+            regions=region_names(settings),
         )
         return cls(settings, db, celery, trust, ingestor)
 

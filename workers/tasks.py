@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 
 from beacon.db import get_database
-from beacon.execution import engine
+from beacon.execution import engine, regions
 from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
 from beacon.messaging.dispatch import dispatch_unit
 from beacon.observability.units import job_context, observe_unit
@@ -25,5 +25,5 @@ def run_job(job_id: str) -> int:
 @shared_task(name=EXECUTE_UNIT, ignore_result=True)
 def execute_unit(execution_id: int) -> str:
     settings, db = get_settings(), get_database()
-    with observe_unit(db, engine.provider_registry(settings), execution_id) as unit:
+    with observe_unit(db, regions.provider_registry(settings), execution_id) as unit:
         return engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit).status

@@ -24,10 +24,10 @@ def api(port: int | None, host: str, workers: int | None) -> None:
 
 
 def worker_queues(regions: tuple[str, ...], orchestration: bool) -> list[str]:
-    from beacon.execution.providers import load_provider_configs
+    from beacon.execution.regions import region_names
     from beacon.messaging.celery_app import JOBS_QUEUE, region_queue
 
-    configured = sorted(load_provider_configs(get_settings().providers_file))
+    configured = region_names(get_settings())
     unknown = [region for region in regions if region not in configured]
     if unknown:
         raise click.BadParameter(

@@ -24,7 +24,6 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
 from typing import Callable, Protocol
 
 from sqlalchemy import and_, bindparam, exists, null, or_, select, update
@@ -32,7 +31,7 @@ from sqlalchemy import and_, bindparam, exists, null, or_, select, update
 from beacon.db import Database, insert_ignore
 from beacon.execution.analysis import Thresholds, analyse
 from beacon.execution.classify import classify, is_success
-from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest, load_provider_configs
+from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.events import publish_event
@@ -47,17 +46,6 @@ log = logging.getLogger(__name__)
 
 # dispatch(execution_id, region, countdown_seconds) publishes one execute_unit message.
 DispatchUnit = Callable[[int, str, float], None]
-
-
-@lru_cache(maxsize=4)
-def provider_registry(settings: Settings) -> ProviderRegistry:
-    """The process's providers, one per configured region (built once per settings)."""
-    return ProviderRegistry(load_provider_configs(
-        settings.providers_file,
-        simulator_latency_ms=settings.simulator_latency_ms,
-        simulator_error_rate=settings.simulator_error_rate,
-        simulator_hang_rate=settings.simulator_hang_rate,
-    ))
 
 
 def stored_spec(job: Job, settings: Settings) -> JobSpec:

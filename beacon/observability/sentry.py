@@ -36,13 +36,13 @@ class SentryTestError(RuntimeError):
 
 def configured_secrets(settings: Settings) -> set[str]:
     """Every secret value this process knows: role tokens, URL passwords, Flower and provider keys."""
-    from beacon.execution.providers import load_provider_configs
+    from beacon.execution.regions import provider_configs
 
     secrets = {*settings.admin_tokens, *settings.operator_tokens, *settings.viewer_tokens}
     secrets.update(entry.partition(":")[2] for entry in settings.flower_basic_auth)
     for url in (settings.database_url, settings.redis_url, settings.broker_url, settings.rate_limit_redis_url):
         secrets.add(url_password(url))
-    secrets.update(config.api_key for config in load_provider_configs(settings.providers_file).values())
+    secrets.update(config.api_key for config in provider_configs(settings).values())
     return {secret for secret in secrets if secret}
 
 

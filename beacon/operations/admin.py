@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, or_, select, update
 from beacon.db import Database
 from beacon.errors import Corrupt, DomainError, Invalid, InvalidState
 from beacon.execution.engine import end_job
-from beacon.execution.providers import load_provider_configs
+from beacon.execution.regions import region_names
 from beacon.ingest.trust import TrustFileError, TrustStore
 from beacon.messaging.celery_app import EXECUTE_UNIT, JOBS_QUEUE, RUN_JOB, region_queue
 from beacon.messaging.outbox import Publisher, enqueue, pending_stats, relay
@@ -50,7 +50,7 @@ def authorize(settings: Settings, authorization: str | None, minimum: str, actio
 
 def queue_names(settings: Settings) -> list[str]:
     """The jobs queue and one queue per configured region: every queue a worker may consume."""
-    return [JOBS_QUEUE] + [region_queue(r) for r in sorted(load_provider_configs(settings.providers_file))]
+    return [JOBS_QUEUE] + [region_queue(r) for r in region_names(settings)]
 
 
 def queue_depths(celery: Celery, names: list[str]) -> dict[str, int | None]:
