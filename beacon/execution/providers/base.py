@@ -14,6 +14,15 @@ _CODE = re.compile(r"timeout|network|bad_response|http_[1-5][0-9][0-9]")
 
 @dataclass(frozen=True)
 class ProviderRequest:
+    """One question for one region's model.
+
+    ``prompt`` is the bare question; the HTTP providers add the region's system prompt. They
+    send the region's configured ``temperature``/``max_tokens`` (the providers file, defaulting to
+    the Go runner's 0.1 and 500); this request's two fields are not read by any provider.
+    ``trace_id``, when given, is sent to the hybrid router as ``X-Trace-Id``; without it the router
+    client makes a fresh one per call.
+    """
+
     region: str
     model_id: str
     prompt: str
@@ -21,15 +30,44 @@ class ProviderRequest:
     temperature: float = 0.0
     max_tokens: int = 256
     timeout_s: float = 120.0
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True)
 class ProviderAnswer:
+    """A model's answer.
+
+    ``provider`` is the name of the client that made the call ("hybrid_router", "openai",
+    "simulator"), never the backend behind it. The optional fields are what the backend reported;
+    they are ``None`` when it reported nothing (always, for the simulator in-process):
+
+    - ``provider_used``: the hybrid router's ``provider_used``, the backend that actually ran the
+      model (e.g. "modal-us-east"). The Go runner stored this as the execution's provider, so the
+      engine should record it as the provider name when present, else ``provider``.
+    - ``router_region``: the region string the router reported (``metadata.region``, else a
+      top-level ``region``), unmapped. ``served_region`` is it mapped back to one of our region
+      names through the router region mapping (e.g. "eu-west" -> "EU"), or the requested region
+      when the router reported none.
+    - ``region_flag``: ``None`` when the served region is the requested one; ``"mismatch"`` when the
+      router served another known region; ``"unknown"`` when its value maps to no region (then
+      ``served_region`` is that raw value, kept as evidence).
+    - ``provider_receipt``: the router's ``metadata.receipt`` (the backend's execution receipt), as
+      a dict; a receipt sent as a JSON string is decoded, any other value is kept as ``{"raw": value}``.
+    - ``provider_metadata``: the router's whole ``metadata`` object.
+    - ``trace_id``: the ``X-Trace-Id`` sent with the call.
+    """
+
     output: str
     served_region: str
     provider: str
     model_id: str
     latency_ms: int
+    provider_used: str | None = None
+    router_region: str | None = None
+    region_flag: str | None = None
+    provider_receipt: dict | None = None
+    provider_metadata: dict | None = None
+    trace_id: str | None = None
 
 
 def is_transient(code: str) -> bool:

@@ -8,6 +8,12 @@
     api_key_env = "US_OPENAI_KEY"   # the NAME of an env variable holding the key, never the key
     timeout_s = 60                  # caps every call's timeout (default 120)
     max_in_flight = 8               # calls in flight at once for this region (default 8)
+    temperature = 0.1               # HTTP kinds: sent with every call (default 0.1, as Go)
+    max_tokens = 500                # HTTP kinds: sent with every call (default 500, as Go)
+    router_region = "us-east"       # HTTP kinds: the router's region_preference (default: Go's
+                                    # mapping, US us-east, EU eu-west, APAC/ASIA asia-pacific,
+                                    # anything else eu-west); also picks the default prompt's place
+    system_prompt = "..."           # HTTP kinds: default Go's regional prompt; "" for none
 
     [regions.APAC]
     provider = "simulator"
@@ -19,12 +25,14 @@
 
 The YAML form is the same mapping: ``regions: {US: {provider: openai, base_url: ...}}``.
 ``base_url`` is required for the HTTP kinds; ``api_key_env``, when given, must name a set
-variable. Anything else (unknown keys, keys of another kind, negative numbers) is a
-``ValueError`` naming the file, the region and the field.
+variable. Anything else (unknown keys, keys of another kind, negative numbers, a temperature
+outside 0..2) is a ``ValueError`` naming the file, the region and the field. ``docs/providers.md``
+describes every setting and the router protocol.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import tomllib
@@ -36,17 +44,28 @@ from typing import Any
 import yaml
 
 from .base import Provider, ProviderAnswer, ProviderRequest
-from .http_clients import HybridRouterProvider, OpenAICompatProvider
+from .http_clients import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    GO_ROUTER_REGIONS,
+    ROUTER_REGION_NAMES,
+    HybridRouterProvider,
+    OpenAICompatProvider,
+    RegionSettings,
+)
 from .simulator import BEHAVIOURS, DEFAULT_REGION_BEHAVIOUR, SimulatorProvider
 
 KINDS = ("hybrid_router", "openai", "simulator")
 HTTP_KINDS = ("hybrid_router", "openai")
 DEFAULT_REGIONS = ("US", "EU", "APAC")
 
+log = logging.getLogger(__name__)
+
 _COMMON_KEYS = ("provider", "timeout_s", "max_in_flight")
+_HTTP_KEYS = ("base_url", "api_key_env", "temperature", "max_tokens", "router_region", "system_prompt")
 _KEYS = {
-    "hybrid_router": _COMMON_KEYS + ("base_url", "api_key_env"),
-    "openai": _COMMON_KEYS + ("base_url", "api_key_env"),
+    "hybrid_router": _COMMON_KEYS + _HTTP_KEYS,
+    "openai": _COMMON_KEYS + _HTTP_KEYS,
     "simulator": _COMMON_KEYS + ("latency_ms", "error_rate", "hang_rate", "behaviour"),
 }
 
@@ -57,7 +76,11 @@ def _is_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class ProviderConfig:
-    """One region's provider. ``api_key`` is the resolved secret (never shown in repr)."""
+    """One region's provider. ``api_key`` is the resolved secret (never shown in repr).
+
+    ``temperature``, ``max_tokens``, ``router_region`` and ``system_prompt`` are the HTTP kinds'
+    :class:`RegionSettings` (see :attr:`settings`); the simulator ignores them.
+    """
 
     region: str
     provider: str
@@ -69,6 +92,20 @@ class ProviderConfig:
     error_rate: float = 0.0
     hang_rate: float = 0.0
     behaviour: str | None = None
+    temperature: float = DEFAULT_TEMPERATURE
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    router_region: str | None = None
+    system_prompt: str | None = None
+
+    @property
+    def settings(self) -> RegionSettings:
+        """What the HTTP providers send for this region."""
+        return RegionSettings(
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            router_region=self.router_region,
+            system_prompt=self.system_prompt,
+        )
 
     def __post_init__(self) -> None:
         def fail(what: str) -> ValueError:
@@ -95,6 +132,10 @@ class ProviderConfig:
             raise fail("error_rate + hang_rate must not exceed 1")
         if self.behaviour is not None and self.behaviour not in BEHAVIOURS:
             raise fail(f"behaviour must be one of {', '.join(BEHAVIOURS)}, got {self.behaviour!r}")
+        try:
+            self.settings  # noqa: B018 - validates the HTTP settings
+        except ValueError as exc:
+            raise fail(str(exc)) from None
 
 
 def _read(path: Path) -> Any:
@@ -163,7 +204,12 @@ def load_provider_configs(
         raise ValueError(f"providers file {path}: {exc}") from exc
 
 
-def build_provider(config: ProviderConfig) -> Provider:
+def build_provider(config: ProviderConfig, region_settings: Mapping[str, RegionSettings] | None = None) -> Provider:
+    """The provider for ``config``.
+
+    An HTTP provider gets ``region_settings`` (default: only this region's), so the router
+    client can map a served region back to any configured region.
+    """
     if config.provider == "simulator":
         behaviour = {config.region: config.behaviour} if config.behaviour else DEFAULT_REGION_BEHAVIOUR
         return SimulatorProvider(
@@ -173,8 +219,23 @@ def build_provider(config: ProviderConfig) -> Provider:
             hang_rate=config.hang_rate,
             timeout_s=config.timeout_s,
         )
+    mapped_by_go = config.region in GO_ROUTER_REGIONS or config.region in ROUTER_REGION_NAMES
+    if config.router_region is None and not mapped_by_go:
+        log.warning(
+            "region %r has no router_region: it is sent as Go sent unknown regions, eu-west, with the "
+            "European system prompt; set router_region (and system_prompt) in the providers file",
+            config.region,
+        )
+    settings = {config.region: config.settings} if region_settings is None else dict(region_settings)
+    settings[config.region] = config.settings
     cls = HybridRouterProvider if config.provider == "hybrid_router" else OpenAICompatProvider
-    return cls(config.base_url, api_key=config.api_key, timeout_s=config.timeout_s, pool_size=config.max_in_flight)
+    return cls(
+        config.base_url,
+        api_key=config.api_key,
+        timeout_s=config.timeout_s,
+        pool_size=config.max_in_flight,
+        region_settings=settings,
+    )
 
 
 class UnknownRegion(KeyError):
@@ -198,7 +259,8 @@ class ProviderRegistry:
         for region, config in configs.items():
             if config.region != region:
                 raise ValueError(f"config for region {config.region!r} filed under {region!r}")
-        self._providers = {region: build_provider(config) for region, config in configs.items()}
+        settings = {region: config.settings for region, config in configs.items()}
+        self._providers = {region: build_provider(config, settings) for region, config in configs.items()}
         self._slots = {region: threading.BoundedSemaphore(config.max_in_flight) for region, config in configs.items()}
 
     def regions(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""HTTP providers: the Beacon hybrid router and OpenAI-compatible chat completions.
+"""HTTP providers: the Beacon hybrid router (the Go runner's protocol) and OpenAI-compatible chat.
 
 Each provider keeps one ``requests.Session`` (connection reuse; its pool sized for the calls
 allowed in flight). A call's timeout, for connecting and for each read, is the request's
@@ -17,12 +17,24 @@ body not JSON, or no answer in it       bad_response      parse
 ======================================  ================  ==========
 
 Other ``requests`` errors (an invalid URL, say) are configuration bugs and propagate.
+
+What is sent per region (:class:`RegionSettings`, set in the providers file) defaults to what
+the Go runner (``runner-app``) sent: temperature 0.1, at most 500 tokens, the router region from
+:data:`GO_ROUTER_REGIONS`, and Go's regional system prompt (:func:`go_system_prompt`). The
+router gets the prompt in Go's ``system/user/assistant`` text form (:func:`format_router_prompt`);
+an OpenAI-compatible endpoint gets the system prompt as a ``system`` message. See
+``docs/providers.md``.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+import uuid
 from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -33,6 +45,101 @@ from .base import Provider, ProviderAnswer, ProviderError, ProviderRequest
 
 _SNIPPET = 200  # characters of a response body quoted in an error message
 
+# --------------------------------------------------------------------------- Go's per-region values
+
+#: Our region -> the router's ``region_preference``, as Go's ``mapRegionToRouter``.
+GO_ROUTER_REGIONS: Mapping[str, str] = {
+    "US": "us-east", "EU": "eu-west", "APAC": "asia-pacific", "ASIA": "asia-pacific",
+}
+#: Router region names Go passed through unchanged.
+ROUTER_REGION_NAMES = ("us-east", "eu-west", "asia-pacific")
+#: Go sent any other region as this.
+FALLBACK_ROUTER_REGION = "eu-west"
+#: Router region -> canonical region, for reading back the region the router reports.
+DEFAULT_REGION_OF_ROUTER: Mapping[str, str] = {"us-east": "US", "eu-west": "EU", "asia-pacific": "APAC"}
+
+DEFAULT_TEMPERATURE = 0.1
+DEFAULT_MAX_TOKENS = 500
+
+#: Go's regional system prompt; ``{place}`` is the region's place name.
+SYSTEM_PROMPT_TEMPLATE = (
+    "You are a helpful, honest, and harmless AI assistant based in {place}. Answer questions directly "
+    "and factually. For sensitive political topics, provide balanced, factual information from "
+    "multiple perspectives."
+)
+#: Router region (or region) -> the place named in the system prompt, as Go's ``formatRegionalPrompt``.
+PLACES: Mapping[str, str] = {
+    "us-east": "the US", "us-central": "the US", "us-west": "the US", "US": "the US",
+    "eu-west": "Europe", "eu-central": "Europe", "EU": "Europe",
+    "asia-pacific": "Asia", "asia-southeast": "Asia", "APAC": "Asia", "ASIA": "Asia",
+}
+DEFAULT_PLACE = "the US"
+
+#: The router's inference paths, tried in this order while they answer 404 (as Go did).
+ROUTER_PATHS = ("/inference", "/api/v1/inference", "/api/inference", "/v1/inference")
+
+
+def go_router_region(region: str) -> str:
+    """The ``region_preference`` Go sent for ``region`` (unknown regions: ``eu-west``, as Go)."""
+    if region in GO_ROUTER_REGIONS:
+        return GO_ROUTER_REGIONS[region]
+    return region if region in ROUTER_REGION_NAMES else FALLBACK_ROUTER_REGION
+
+
+def go_system_prompt(router_region: str) -> str:
+    """Go's regional system prompt for a router region ("the US" for one it does not know)."""
+    return SYSTEM_PROMPT_TEMPLATE.format(place=PLACES.get(router_region, DEFAULT_PLACE))
+
+
+def format_router_prompt(system_prompt: str, question: str) -> str:
+    """The router's ``prompt``: Go's ``system\\n<system>\\nuser\\n<question>\\nassistant\\n``.
+
+    An empty system prompt sends the bare question.
+    """
+    if not system_prompt:
+        return question
+    return f"system\n{system_prompt}\nuser\n{question}\nassistant\n"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """What the HTTP providers send for one region; the defaults are Go's.
+
+    ``router_region`` (default: :func:`go_router_region` of the region) is the hybrid router's
+    ``region_preference``; it also picks the place in the default system prompt, for both
+    providers. ``system_prompt`` (default: :func:`go_system_prompt`) may be ``""`` for none.
+    """
+
+    temperature: float = DEFAULT_TEMPERATURE
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    router_region: str | None = None
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.temperature) or not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature must be a number between 0 and 2, got {self.temperature!r}")
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if self.router_region is not None and (not isinstance(self.router_region, str) or not self.router_region):
+            raise ValueError(f"router_region must be a non-empty string, got {self.router_region!r}")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ValueError(f"system_prompt must be a string, got {self.system_prompt!r}")
+
+    def router_region_for(self, region: str) -> str:
+        return self.router_region or go_router_region(region)
+
+    def system_prompt_for(self, region: str) -> str:
+        if self.system_prompt is not None:
+            return self.system_prompt
+        return go_system_prompt(self.router_region_for(region))
+
+
+DEFAULT_SETTINGS = RegionSettings()
+
 
 def _connection_stage(exc: requests.ConnectionError) -> str:
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
@@ -40,11 +147,21 @@ def _connection_stage(exc: requests.ConnectionError) -> str:
 
 
 class _HttpProvider(Provider):
+    """``region_settings`` maps regions to :class:`RegionSettings`; other regions get Go's defaults."""
+
     path: str
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0, pool_size: int = 10):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        pool_size: int = 10,
+        region_settings: Mapping[str, RegionSettings] | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.region_settings: dict[str, RegionSettings] = dict(region_settings or {})
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
@@ -52,113 +169,241 @@ class _HttpProvider(Provider):
         if api_key:
             self._session.headers["Authorization"] = f"Bearer {api_key}"
 
+    def settings_for(self, region: str) -> RegionSettings:
+        return self.region_settings.get(region, DEFAULT_SETTINGS)
+
     def complete(self, req: ProviderRequest) -> ProviderAnswer:
         started = time.monotonic()
-        body = self._post(req)
-        output, served_region = self._parse(req, body)
+        fields = self._exchange(req)
         return ProviderAnswer(
-            output=output,
-            served_region=served_region,
             provider=self.name,
             model_id=req.model_id,
             latency_ms=round((time.monotonic() - started) * 1000),
+            **fields,
         )
 
     @abstractmethod
-    def _payload(self, req: ProviderRequest) -> dict:
-        """The JSON body to post."""
+    def _exchange(self, req: ProviderRequest) -> dict:
+        """Make the call; the answer's fields other than provider, model_id and latency_ms."""
 
-    def _headers(self, req: ProviderRequest) -> dict:
-        return {}
-
-    @abstractmethod
-    def _parse(self, req: ProviderRequest, body: Any) -> tuple[str, str]:
-        """(output, served_region) from the decoded JSON body, or raise bad_response."""
-
-    def _error(self, req: ProviderRequest, code: str, stage: str, message: str) -> ProviderError:
+    def _error(
+        self, req: ProviderRequest, code: str, stage: str, message: str, trace_id: str | None = None
+    ) -> ProviderError:
+        if trace_id:
+            message = f"{message} [X-Trace-Id {trace_id}]"
         return ProviderError(code, stage, req.region, req.model_id, self.name, message)
 
-    def _post(self, req: ProviderRequest) -> Any:
+    def _send(
+        self, req: ProviderRequest, url: str, payload: dict, headers: dict, trace_id: str | None = None
+    ) -> requests.Response:
+        """POST ``payload``; transport failures become ProviderError, any status is returned."""
         timeout = min(req.timeout_s, self.timeout_s)
-        url = self.base_url + self.path
         try:
-            response = self._session.post(
-                url, json=self._payload(req), headers=self._headers(req), timeout=(timeout, timeout)
-            )
+            return self._session.post(url, json=payload, headers=headers, timeout=(timeout, timeout))
         except requests.ConnectTimeout as exc:
-            raise self._error(req, "timeout", "connect", f"could not connect to {url} within {timeout:g}s") from exc
+            raise self._error(
+                req, "timeout", "connect", f"could not connect to {url} within {timeout:g}s", trace_id
+            ) from exc
         except requests.Timeout as exc:
-            raise self._error(req, "timeout", "response", f"no response from {url} within {timeout:g}s") from exc
+            raise self._error(
+                req, "timeout", "response", f"no response from {url} within {timeout:g}s", trace_id
+            ) from exc
         except requests.ConnectionError as exc:
-            raise self._error(req, "network", _connection_stage(exc), f"{url}: {exc}") from exc
+            raise self._error(req, "network", _connection_stage(exc), f"{url}: {exc}", trace_id) from exc
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
-            raise self._error(req, "network", "response", f"{url}: {exc}") from exc
+            raise self._error(req, "network", "response", f"{url}: {exc}", trace_id) from exc
+
+    def _decode(self, req: ProviderRequest, url: str, response: requests.Response, trace_id: str | None = None) -> Any:
+        """The JSON body of a 2xx response, or ProviderError."""
         status, snippet = response.status_code, response.text[:_SNIPPET]
         if not 200 <= status < 300:
-            raise self._error(req, f"http_{status}", "response", f"{url} answered {status}: {snippet}")
+            raise self._error(req, f"http_{status}", "response", f"{url} answered {status}: {snippet}", trace_id)
         try:
             return response.json()
         except ValueError as exc:
-            raise self._error(req, "bad_response", "parse", f"{url} answered non-JSON: {snippet!r}") from exc
+            raise self._error(req, "bad_response", "parse", f"{url} answered non-JSON: {snippet!r}", trace_id) from exc
+
+
+def _receipt(value: Any) -> dict | None:
+    """``metadata.receipt`` as a dict (Go stored it as JSON, decoding a string receipt)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+    return {"raw": value}
 
 
 class HybridRouterProvider(_HttpProvider):
-    """The Beacon router: ``POST {base_url}/inference``.
+    """The Beacon hybrid router, called as the Go runner called it.
 
-    The answer is read from ``response``, ``output`` or ``text`` (first string wins); the
-    served region from ``region`` when present, else the requested region.
+    ``POST {base_url}/inference``; on 404, ``/api/v1/inference``, ``/api/inference`` and
+    ``/v1/inference`` in turn (:data:`ROUTER_PATHS`). The first path that answers 2xx is
+    remembered for this instance and tried first from then on (a 404 there probes the others
+    again). Any other status or failure ends the call at once: unlike Go, which also tried the
+    remaining paths after a non-404 error and then reported the last path's 404, hiding e.g. a 503.
+
+    The body is Go's ``{model, prompt, temperature, max_tokens, region_preference, cost_priority}``
+    (``cost_priority`` false) with the region's :class:`RegionSettings`; headers ``Accept:
+    application/json`` and ``X-Trace-Id`` (the request's ``trace_id``, else a fresh one per call).
+
+    Reading the answer: ``success: false`` is a ``bad_response`` carrying the router's ``error``.
+    The output is ``response`` (else ``output`` or ``text``: first string wins). ``provider_used``,
+    ``metadata.region`` (else a top-level ``region``) and ``metadata.receipt`` fill the
+    :class:`ProviderAnswer` fields of those names; the reported region is mapped back to one of
+    our regions (this region's own router region, else another configured region's, else
+    :data:`DEFAULT_REGION_OF_ROUTER`), and flagged when it is another region or unknown.
     """
 
     name = "hybrid_router"
-    path = "/inference"
+    paths = ROUTER_PATHS
+    path = ROUTER_PATHS[0]
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        pool_size: int = 10,
+        region_settings: Mapping[str, RegionSettings] | None = None,
+    ):
+        super().__init__(base_url, api_key=api_key, timeout_s=timeout_s, pool_size=pool_size,
+                         region_settings=region_settings)
+        self._lock = threading.Lock()
+        self._working_path: str | None = None
+        self._region_of_router = self._reverse_table()
+
+    @property
+    def working_path(self) -> str | None:
+        """The path that last answered 2xx, or None before any did."""
+        with self._lock:
+            return self._working_path
+
+    def _reverse_table(self) -> dict[str, str]:
+        """Reported region -> our region: explicit router regions first, then Go's mapping."""
+        table: dict[str, str] = {}
+        for region, settings in self.region_settings.items():
+            if settings.router_region:
+                table.setdefault(settings.router_region, region)
+        for region in self.region_settings:
+            if region in GO_ROUTER_REGIONS:
+                table.setdefault(GO_ROUTER_REGIONS[region], region)
+        for router_region, region in DEFAULT_REGION_OF_ROUTER.items():
+            table.setdefault(router_region, region)
+        for region in (*self.region_settings, *GO_ROUTER_REGIONS):  # a router may report our names
+            table.setdefault(region, region)
+        return table
 
     def _payload(self, req: ProviderRequest) -> dict:
+        settings = self.settings_for(req.region)
         return {
             "model": req.model_id,
-            "prompt": req.prompt,
-            "temperature": req.temperature,
-            "max_tokens": req.max_tokens,
-            "region_preference": req.region,
+            "prompt": format_router_prompt(settings.system_prompt_for(req.region), req.prompt),
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "region_preference": settings.router_region_for(req.region),
+            "cost_priority": False,
         }
 
-    def _parse(self, req: ProviderRequest, body: Any) -> tuple[str, str]:
+    def _path_order(self) -> tuple[str, ...]:
+        known = self.working_path
+        if known is None:
+            return self.paths
+        return (known, *(p for p in self.paths if p != known))
+
+    def _exchange(self, req: ProviderRequest) -> dict:
+        trace_id = req.trace_id or uuid.uuid4().hex
+        payload = self._payload(req)
+        headers = {"Accept": "application/json", "X-Trace-Id": trace_id}
+        missing = []
+        for path in self._path_order():
+            url = self.base_url + path
+            response = self._send(req, url, payload, headers, trace_id)
+            if response.status_code == 404:
+                missing.append(f"{path}: {response.text[:_SNIPPET]}")
+                continue
+            body = self._decode(req, url, response, trace_id)
+            with self._lock:
+                self._working_path = path
+            return self._read(req, body, trace_id)
+        raise self._error(
+            req, "http_404", "response",
+            f"{self.base_url} answered 404 on every inference path ({'; '.join(missing)})", trace_id,
+        )
+
+    def _read(self, req: ProviderRequest, body: Any, trace_id: str) -> dict:
+        def bad(message: str) -> ProviderError:
+            return self._error(req, "bad_response", "parse", message, trace_id)
+
         if not isinstance(body, dict):
-            raise self._error(req, "bad_response", "parse", f"expected a JSON object, got {type(body).__name__}")
+            raise bad(f"expected a JSON object, got {type(body).__name__}")
         if body.get("success") is False:
-            raise self._error(req, "bad_response", "parse", f"router reported failure: {body.get('error')!r}")
+            raise bad(f"router reported failure: {body.get('error')!r}")
         output = next((body[k] for k in ("response", "output", "text") if isinstance(body.get(k), str)), None)
         if output is None:
-            raise self._error(req, "bad_response", "parse", "no string response, output or text in the answer")
-        region = body.get("region")
-        return output, region if isinstance(region, str) and region else req.region
+            raise bad("no string response, output or text in the answer")
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
+        reported = next(
+            (v for v in ((metadata or {}).get("region"), body.get("region")) if isinstance(v, str) and v), None
+        )
+        served_region, flag = self._served_region(req.region, reported)
+        provider_used = body.get("provider_used")
+        return {
+            "output": output,
+            "served_region": served_region,
+            "provider_used": provider_used if isinstance(provider_used, str) and provider_used else None,
+            "router_region": reported,
+            "region_flag": flag,
+            "provider_receipt": _receipt(metadata.get("receipt")) if metadata else None,
+            "provider_metadata": metadata,
+            "trace_id": trace_id,
+        }
+
+    def _served_region(self, region: str, reported: str | None) -> tuple[str, str | None]:
+        if reported is None or reported in (region, self.settings_for(region).router_region_for(region)):
+            return region, None
+        if reported in self._region_of_router:
+            return self._region_of_router[reported], "mismatch"
+        return reported, "unknown"
 
 
 class OpenAICompatProvider(_HttpProvider):
     """OpenAI-compatible ``POST {base_url}/v1/chat/completions``; the answer is ``choices[0].message.content``.
 
-    Sends ``X-Beacon-Region: <region>`` (the simulator reads it; real endpoints ignore it).
-    The served region is the requested one: the endpoint is configured per region.
+    Sends the region's :class:`RegionSettings`: the system prompt as a ``system`` message
+    (none when it is ``""``), the question as the ``user`` message, ``temperature`` and
+    ``max_tokens``; and ``X-Beacon-Region: <region>`` (the simulator reads it; real endpoints
+    ignore it). The served region is the requested one: the endpoint is configured per region.
     """
 
     name = "openai"
     path = "/v1/chat/completions"
 
     def _payload(self, req: ProviderRequest) -> dict:
+        settings = self.settings_for(req.region)
+        system = settings.system_prompt_for(req.region)
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": req.prompt})
         return {
             "model": req.model_id,
-            "messages": [{"role": "user", "content": req.prompt}],
-            "temperature": req.temperature,
-            "max_tokens": req.max_tokens,
+            "messages": messages,
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
         }
 
-    def _headers(self, req: ProviderRequest) -> dict:
-        return {"X-Beacon-Region": req.region}
-
-    def _parse(self, req: ProviderRequest, body: Any) -> tuple[str, str]:
+    def _exchange(self, req: ProviderRequest) -> dict:
+        url = self.base_url + self.path
+        body = self._decode(req, url, self._send(req, url, self._payload(req), {"X-Beacon-Region": req.region}))
         try:
             content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
             raise self._error(req, "bad_response", "parse", "no choices[0].message.content in the answer") from exc
         if not isinstance(content, str):
             raise self._error(req, "bad_response", "parse", f"choices[0].message.content is {type(content).__name__}")
-        return content, req.region
+        return {"output": content, "served_region": req.region}

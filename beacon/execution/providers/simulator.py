@@ -16,7 +16,12 @@ region; the wording varies slightly, and deterministically, with the model.
 
 HTTP endpoints:
 
-- ``POST /inference``: Beacon router shape, region from ``region_preference`` (default "US").
+- ``POST /inference``: Beacon router shape, region from ``region_preference`` (default "US";
+  router names map back: us-east/us-central/us-west US, eu-west/eu-central EU,
+  asia-pacific/asia-southeast APAC). A prompt in the Go runner's ``system\\n...\\nuser\\n<q>\\nassistant\\n``
+  form is answered as its question ``<q>``. The answer has ``provider_used`` "simulator" and
+  ``metadata.region``, the ``region_preference`` as sent. The router's fallback paths
+  (``/api/v1/inference``...) are not served: they answer 404.
 - ``POST /v1/chat/completions``: OpenAI shape, region from header ``X-Beacon-Region``
   (default "US"), prompt from the last user message.
 - ``GET /health``.
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -470,8 +476,21 @@ def _error_response(status: int, message: str) -> Response:
 # A protocol's parser gives (region, model, prompt) from the JSON body; the caller checks the types.
 
 
+_REGION_OF_ROUTER = {
+    "us-east": "US", "us-central": "US", "us-west": "US",
+    "eu-west": "EU", "eu-central": "EU",
+    "asia-pacific": "APAC", "asia-southeast": "APAC",
+}
+_GO_PROMPT = re.compile(r"system\n.*?\nuser\n(?P<question>.*)\nassistant\n", re.DOTALL)
+
+
 def _parse_inference(body: dict) -> tuple[Any, Any, Any]:
-    return body.get("region_preference", "US"), body.get("model"), body.get("prompt")
+    region, prompt = body.get("region_preference", "US"), body.get("prompt")
+    if isinstance(region, str):
+        region = _REGION_OF_ROUTER.get(region, region)
+    if isinstance(prompt, str) and (formatted := _GO_PROMPT.fullmatch(prompt)):
+        prompt = formatted["question"]
+    return region, body.get("model"), prompt
 
 
 def _parse_chat(body: dict) -> tuple[Any, Any, Any]:
@@ -482,7 +501,15 @@ def _parse_chat(body: dict) -> tuple[Any, Any, Any]:
 
 
 def _inference_body(region: str, model: str, text: str) -> dict:
-    return {"success": True, "response": text, "provider_used": PROVIDER_NAME, "region": region, "model": model}
+    sent = request.get_json(silent=True).get("region_preference", region)
+    return {
+        "success": True,
+        "response": text,
+        "provider_used": PROVIDER_NAME,
+        "region": region,
+        "model": model,
+        "metadata": {"region": sent, "model": model},
+    }
 
 
 def _chat_body(region: str, model: str, text: str) -> dict:
