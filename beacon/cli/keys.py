@@ -78,12 +78,18 @@ def sign(file: str, key_path: str, nonce: str | None, timestamp: str | None, out
 def verify(file: str, public_key: str | None) -> None:
     """Check a signed document's signature (not schema, trust or time); exit 0 only if it verifies.
 
-    A JobSpec, or a receipt, evidence bundle or tree head the runner signed (those only in the
-    current canonical form)."""
+    A JobSpec (also wrapped as the portal's cross-region request ``{"jobspec": …}``), or a
+    receipt, evidence bundle or tree head the runner signed (those only in the current canonical
+    form). A JobSpec's ``wallet_auth`` is checked too (its expiry is not: that is ingest's rule)."""
     from beacon.crypto.signing import verify_document
     from beacon.evidence.identity import RUNNER_KINDS, verify_runner_document
+    from beacon.ingest.wallet import WalletAuthInvalid, verify_wallet_auth
+    from beacon.timeutil import utcnow
 
     doc = read_json_file(file)
+    if isinstance(doc.get("jobspec"), dict) and "signature" not in doc:
+        click.echo("the jobspec of a cross-region request:")
+        doc = doc["jobspec"]
     try:
         if doc.get("kind") in RUNNER_KINDS:
             kid = verify_runner_document(doc, doc["kind"], public_key)
@@ -100,6 +106,13 @@ def verify(file: str, public_key: str | None) -> None:
         click.echo("INVALID: signed by another key than --public-key")
         sys.exit(1)
     click.echo(f"OK: signature verifies ({form} form)")
+    if doc.get("wallet_auth") is not None:
+        try:
+            address = verify_wallet_auth(doc["wallet_auth"], doc.get("public_key"), utcnow(), check_expiry=False)
+        except WalletAuthInvalid as exc:
+            click.echo(f"INVALID: wallet_auth: {exc.reason}")
+            sys.exit(1)
+        click.echo(f"OK: wallet_auth recovers {address}")
 
 
 def post_job(base: str, doc: dict, idempotency_key: str | None = None):

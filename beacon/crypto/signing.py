@@ -1,16 +1,31 @@
-"""Ed25519 signatures over canonical JSON, compatible with the Go runner.
+"""Ed25519 signatures over the bytes a form defines, compatible with the Go runner and the portal.
 
-Signed bytes are the canonical JSON (``beacon.crypto.canonical``) of the document with ``signature``
-and ``public_key`` set to ``""``. Verification also accepts, in order, the forms the Go
-ecosystem produced: the same without ``id`` (the portal signs before an id exists), the portal
-form (``id`` and ``created_at`` dropped, then empty values dropped recursively) and the legacy
-form (``signature`` and ``public_key`` removed).
+The runner signs in the **current** form: Go's canonical JSON (``beacon.crypto.canonical``) of
+the document with ``signature`` and ``public_key`` set to ``""``. Verification accepts, in order,
+the forms real clients produced (``docs/signatures.md``):
+
+==============================  ==========================================  ==========================
+form                            signed bytes                                covers
+==============================  ==========================================  ==========================
+``current``                     Go canonical, signature/public_key ``""``   everything
+``without_id``                  the same without ``id``                     all but ``id``
+``portal``                      JS sorted stringify, minus signature,       all but ``id``,
+                                public_key, ``id``, ``created_at``          ``created_at``
+``portal_with_created_at``      the same, ``created_at`` kept               all but ``id``
+``portal_full``                 the same, ``id`` and ``created_at`` kept    everything
+``legacy``                      Go canonical, signature/public_key removed  everything
+==============================  ==========================================  ==========================
+
+**What runs is what was signed**: each form's :meth:`Form.projection` is the document restricted
+to the fields its bytes cover; the runner executes that projection and never trusts a field
+outside it. A submission's identity is (decoded key bytes, form, SHA-256 of the signed bytes).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +35,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from beacon.crypto.canonical import canonical_json
+from beacon.crypto.jsjson import js_sorted_stringify
 
 SIGNATURE_FIELDS = ("signature", "public_key")
 
@@ -39,53 +55,74 @@ def b64decode(text: str, expected_len: int, what: str) -> bytes:
     return raw
 
 
-def _blank_signature(doc: dict[str, Any]) -> dict[str, Any]:
-    return {**doc, "signature": "", "public_key": ""}
+def canonical_public_key(text: str) -> str:
+    """The one spelling of a public key: base64 of its decoded 32 bytes.
+
+    Base64 has several spellings of the same bytes (the unused low bits of the last character);
+    nonces, trust and identities compare keys by their bytes, through this spelling.
+    """
+    return b64encode(b64decode(text, 32, "public_key"))
 
 
-def _drop_empty(value: Any) -> Any:
-    if isinstance(value, dict):
-        kept = {}
-        for key, item in value.items():
-            item = _drop_empty(item)
-            if item is None or item == "" or item == {} or (item == 0 and not isinstance(item, bool)):
-                continue
-            kept[key] = item
-        return kept
-    if isinstance(value, list):
-        return [_drop_empty(item) for item in value]
-    return value
+@dataclass(frozen=True)
+class Form:
+    """One accepted way of turning a document into signed bytes."""
 
+    name: str
+    uncovered: frozenset[str]  # top-level fields the signed bytes leave out (besides signature/public_key)
+    blank_signature: bool  # Go's current forms sign with signature and public_key set to ""
+    serialise: Callable[[Any], bytes]
 
-def _current(doc: dict[str, Any]) -> dict[str, Any]:
-    return _blank_signature(doc)
+    def projection(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The fields the signature covers, without ``signature`` and ``public_key``."""
+        return {k: v for k, v in doc.items() if k not in self.uncovered and k not in SIGNATURE_FIELDS}
 
+    def covers(self, field: str) -> bool:
+        return field not in self.uncovered
 
-def _without_id(doc: dict[str, Any]) -> dict[str, Any]:
-    return _blank_signature({k: v for k, v in doc.items() if k != "id"})
+    def signed_bytes(self, doc: dict[str, Any]) -> bytes:
+        projection = self.projection(doc)
+        if self.blank_signature:
+            projection = {**projection, "signature": "", "public_key": ""}
+        return self.serialise(projection)
 
-
-def _portal(doc: dict[str, Any]) -> dict[str, Any]:
-    trimmed = {k: v for k, v in doc.items() if k not in ("id", "created_at", *SIGNATURE_FIELDS)}
-    return _blank_signature(_drop_empty(trimmed))
-
-
-def _legacy(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in SIGNATURE_FIELDS}
+    def render(self, projection: dict[str, Any], signature: str, public_key: str) -> str:
+        """The projection with its signature, serialised the form's own way: verifies as this form."""
+        return self.serialise({**projection, "signature": signature, "public_key": public_key}).decode("utf-8")
 
 
 # Tried in this order; the first that verifies names the form.
-FORMS: tuple[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
-    ("current", _current),
-    ("without_id", _without_id),
-    ("portal", _portal),
-    ("legacy", _legacy),
+FORMS: tuple[Form, ...] = (
+    Form("current", frozenset(), True, canonical_json),
+    Form("without_id", frozenset({"id"}), True, canonical_json),
+    Form("portal", frozenset({"id", "created_at"}), False, js_sorted_stringify),
+    Form("portal_with_created_at", frozenset({"id"}), False, js_sorted_stringify),
+    Form("portal_full", frozenset(), False, js_sorted_stringify),
+    Form("legacy", frozenset(), False, canonical_json),
 )
+FORMS_BY_NAME = {form.name: form for form in FORMS}
+CURRENT = FORMS[0]
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A document whose signature verified: the form, the key and the identity of the submission."""
+
+    form: Form
+    key_bytes: bytes
+    signed_sha256: str
+
+    @property
+    def identity(self) -> str:
+        """SHA-256 over (key bytes, form, SHA-256 of the signed bytes): the same signed content
+        under the same key and form is the same submission, whatever the uncovered fields say."""
+        return hashlib.sha256(self.key_bytes + b"\0" + self.form.name.encode() + b"\0"
+                              + bytes.fromhex(self.signed_sha256)).hexdigest()
 
 
 def signing_bytes(doc: dict[str, Any]) -> bytes:
     """The bytes a signer signs: the current canonical form."""
-    return canonical_json(_current(doc))
+    return CURRENT.signed_bytes(doc)
 
 
 def sign_document(doc: dict[str, Any], key: SigningKey) -> dict[str, Any]:
@@ -94,8 +131,8 @@ def sign_document(doc: dict[str, Any], key: SigningKey) -> dict[str, Any]:
     return {**doc, "signature": b64encode(signature), "public_key": b64encode(bytes(key.verify_key))}
 
 
-def verify_document(doc: dict[str, Any]) -> str | None:
-    """The name of the form whose bytes the document's signature verifies, or None.
+def verify(doc: dict[str, Any]) -> Verified | None:
+    """The first form whose bytes the document's signature verifies, or None.
 
     Raises ValueError when ``signature`` or ``public_key`` is missing or malformed.
     """
@@ -103,14 +140,25 @@ def verify_document(doc: dict[str, Any]) -> str | None:
     if not isinstance(signature_text, str) or not isinstance(key_text, str):
         raise ValueError("signature and public_key must be base64 strings")
     signature = b64decode(signature_text, 64, "signature")
-    verify_key = VerifyKey(b64decode(key_text, 32, "public_key"))
-    for name, form in FORMS:
+    key_bytes = b64decode(key_text, 32, "public_key")
+    verify_key = VerifyKey(key_bytes)
+    for form in FORMS:
         try:
-            verify_key.verify(canonical_json(form(doc)), signature)
+            signed = form.signed_bytes(doc)
+        except (TypeError, ValueError):  # a value this form cannot serialise never verifies under it
+            continue
+        try:
+            verify_key.verify(signed, signature)
         except BadSignatureError:
             continue
-        return name
+        return Verified(form, key_bytes, hashlib.sha256(signed).hexdigest())
     return None
+
+
+def verify_document(doc: dict[str, Any]) -> str | None:
+    """The name of the form the document's signature verifies under, or None (see :func:`verify`)."""
+    verified = verify(doc)
+    return None if verified is None else verified.form.name
 
 
 @dataclass(frozen=True)

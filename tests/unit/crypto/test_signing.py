@@ -103,17 +103,19 @@ def test_numbers_as_go_prints_them(value, text):
     assert canonical_json(value).decode() == text
 
 
-def test_portal_and_without_id_forms_verify():
+def test_without_id_form_verifies_and_the_old_empty_dropping_form_does_not():
+    """The former "portal" form (empty values dropped recursively, Go canonical bytes) let anyone add
+    zeros and empty fields to a signed spec without the key; it is no longer accepted."""
     key = KeyPair.generate()
     doc = {"id": "", "version": "1.0", "created_at": "", "metadata": {"nonce": "n", "tags": None, "zero": 0},
            "signature": "", "public_key": ""}
-    portal = {"version": "1.0", "metadata": {"nonce": "n"}, "signature": "", "public_key": ""}
-    signature = key.signing_key.sign(canonical_json(portal)).signature
+    dropped = {"version": "1.0", "metadata": {"nonce": "n"}, "signature": "", "public_key": ""}
+    signature = key.signing_key.sign(canonical_json(dropped)).signature
     import base64
 
     submitted = dict(doc, id="assigned-later", created_at="2025-01-01T00:00:00Z",
                      signature=base64.b64encode(signature).decode(), public_key=key.public_key_b64)
-    assert verify_document(submitted) == "portal"
+    assert verify_document(submitted) is None
     without_id = {k: v for k, v in submitted.items() if k != "id"}
     signed = sign_document(without_id, key.signing_key)
     assert verify_document(dict(signed, id="added-after-signing")) == "without_id"
