@@ -13,6 +13,7 @@ from beacon.ingest.ingestor import decode_json, require_json_content_type
 from beacon.ingest.questions import load_catalogue
 from beacon.operations.cancellation import authorize_cancel
 from beacon.resources import executions, jobs
+from beacon.timeutil import isoformat
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
 
@@ -38,7 +39,7 @@ OPENAPI: dict[str, dict[str, Any]] = {
                 ),
                 "200": json_response(
                     {"type": "object", "properties": {"id": {"type": "string"}, "idempotent": {"const": True}}},
-                    "the same Idempotency-Key and body were accepted before; nothing created",
+                    "the same signed content (key, form, signed bytes) was accepted before; nothing created",
                 ),
                 **error_responses(400, 409, 413, 415, 429, 503),
             },
@@ -47,6 +48,27 @@ OPENAPI: dict[str, dict[str, Any]] = {
             "summary": "List jobs, newest first",
             "parameters": PAGE,
             "responses": {"200": json_response({"$ref": "#/components/schemas/JobList"}, "a page of jobs"), **error_responses(400)},
+        },
+    },
+    "/api/v1/jobs/cross-region": {
+        "post": {
+            "summary": "Submit a signed JobSpec wrapped as the portal sends it",
+            "description": (
+                "Body {jobspec, target_regions?, min_regions?, min_success_rate?, enable_analysis?}. The jobspec "
+                "goes through exactly the checks of POST /api/v1/jobs. The outer fields are not signed: "
+                "target_regions must name the signed regions; the others are recorded as requested_* and never "
+                "change what runs or the verdict."
+            ),
+            "parameters": [
+                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256}}
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "202": json_response({"$ref": "#/components/schemas/CrossRegionAccepted"}, "accepted and enqueued"),
+                "200": json_response({"$ref": "#/components/schemas/CrossRegionAccepted"},
+                                     "the same signed JobSpec was accepted before; nothing created"),
+                **error_responses(400, 403, 409, 413, 415, 429, 503),
+            },
         },
     },
     "/api/v1/jobs/{job_id}": {
@@ -114,7 +136,29 @@ def submit_job():
         request.remote_addr or "unknown",
         request.headers.get("Idempotency-Key"),
     )
-    return jsonify(accepted.body), accepted.status
+    if not accepted.created:
+        return jsonify({"id": accepted.job_id, "idempotent": True}), 200
+    return jsonify({"id": accepted.job_id, "status": "enqueued"}), 202
+
+
+@bp.post("/jobs/cross-region")
+def submit_cross_region_job():
+    """The portal's submit route, answered with the Go handler's fields (every id is the job id)."""
+    require_json_content_type(request.headers.get("Content-Type"))
+    accepted = services().ingestor.submit_cross_region(
+        request.get_data(cache=False),
+        request.remote_addr or "unknown",
+        request.headers.get("Idempotency-Key"),
+    )
+    spec = accepted.spec
+    body = {
+        "id": accepted.job_id, "job_id": accepted.job_id, "jobspec_id": accepted.job_id,
+        "cross_region_execution_id": accepted.job_id, "total_regions": len(spec.regions),
+        "min_regions": spec.min_regions, "submitted_at": isoformat(accepted.created_at),
+    }
+    if not accepted.created:
+        return jsonify({**body, "idempotent": True}), 200
+    return jsonify({**body, "status": "submitted", "estimated_duration": "2-5 minutes"}), 202
 
 
 @bp.get("/jobs")

@@ -50,8 +50,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "JobSpec": {
         "type": "object",
-        "description": "The Go runner's JobSpec, Ed25519-signed over its canonical JSON (see DESIGN.md).",
-        "required": ["id", "version", "benchmark", "constraints", "metadata", "signature", "public_key"],
+        "description": "The Go runner's JobSpec, Ed25519-signed in one of the forms of docs/signatures.md.",
+        "required": ["version", "benchmark", "constraints", "metadata", "signature", "public_key"],
         "properties": {
             "id": {"type": "string"},
             "jobspec_id": {"type": "string"},
@@ -89,12 +89,32 @@ SCHEMAS: dict[str, Any] = {
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "finished_at": {"type": ["string", "null"], "format": "date-time"},
             "deadline_at": {"type": ["string", "null"], "format": "date-time"},
-            "spec": {"$ref": "#/components/schemas/JobSpec"},
-            "job": {"$ref": "#/components/schemas/JobSpec"},
+            "spec": {"$ref": "#/components/schemas/JobSpec", "description": (
+                "the signed projection in the matched form's own serialisation, with signature and "
+                "public_key: `beacon verify` accepts it")},
+            "job": {"type": "object", "description": (
+                "the Go runner's shape: the executed projection plus the server's id and created_at "
+                "(those two are not signed)")},
+            "signature_form": {"type": ["string", "null"], "description": "the form the signature matched"},
+            "submitter_wallet": {"type": ["string", "null"], "description": "the address wallet_auth recovered"},
+            "benchmark": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "requested": {"type": ["object", "null"], "description": (
+                "the cross-region wrapper's unsigned min_regions, min_success_rate, enable_analysis and "
+                "target_regions, recorded beside the verdict (which always uses the signed constraints)")},
             "counts": {
                 "type": "object",
                 "properties": {k: {"type": "integer"} for k in ("units", "completed", "failed", "timeout")},
             },
+        },
+    },
+    "CrossRegionAccepted": {
+        "type": "object",
+        "description": "The Go handler's fields; every id is the job id.",
+        "properties": {
+            **{k: {"type": "string"} for k in ("id", "job_id", "jobspec_id", "cross_region_execution_id",
+                                               "status", "submitted_at", "estimated_duration")},
+            "total_regions": {"type": "integer"}, "min_regions": {"type": "integer"},
+            "idempotent": {"type": "boolean"},
         },
     },
     "Execution": {

@@ -13,6 +13,7 @@ from beacon.ingest.ingestor import Ingestor
 from beacon.ingest.questions import load_catalogue
 from beacon.ingest.ratelimit import SignatureFailureLimiter
 from beacon.ingest.trust import TrustStore
+from beacon.ingest.wallet import load_allowlist
 from beacon.messaging.celery_app import make_celery
 from beacon.messaging.outbox import celery_publisher
 from beacon.settings import Settings
@@ -41,6 +42,7 @@ class Services:
             publish=celery_publisher(celery),
             catalogue=load_catalogue(settings.questions_file),
             regions=region_names(settings),
+            wallet_allowlist=load_allowlist(settings.wallet_allowlist_file),
         )
         return cls(settings, db, celery, trust, ingestor)
 

@@ -67,6 +67,7 @@ class Job(Base):
         CheckConstraint(_in("status", tuple(JobStatus)), name="ck_jobs_status"),
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_identity", "identity", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(256), primary_key=True)
@@ -83,6 +84,13 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status_reason: Mapped[str | None] = mapped_column(Text)
     analysis: Mapped[dict | None] = mapped_column(JSONType)
+    # The signed projection serialised the matched form's own way (text: JSONB would rewrite -0 and
+    # 1e21); ``spec`` above is the executed projection with the server's id, for reading.
+    signed_spec: Mapped[str | None] = mapped_column(Text)
+    signature_form: Mapped[str | None] = mapped_column(String(32))
+    identity: Mapped[str | None] = mapped_column(String(64))  # beacon.crypto.signing.Verified.identity
+    submitter_wallet: Mapped[str | None] = mapped_column(String(42))  # recovered from wallet_auth
+    requested: Mapped[dict | None] = mapped_column(JSONType)  # the cross-region wrapper's unsigned values
 
 
 class Execution(Base):
@@ -136,8 +144,8 @@ class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
-    key: Mapped[str] = mapped_column(String(256), primary_key=True)
-    body_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)  # <submitting key>:<Idempotency-Key>
+    identity: Mapped[str] = mapped_column(String(64), nullable=False)
     job_id: Mapped[str] = mapped_column(String(256), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 

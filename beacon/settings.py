@@ -125,6 +125,7 @@ class Settings:
     rate_limit_redis_url: str | None
     port: int
     trusted_keys_file: str | None
+    wallet_allowlist_file: str | None
     trust_enforce: bool
     timestamp_max_skew_minutes: int
     timestamp_max_age_minutes: int
@@ -200,6 +201,7 @@ class Settings:
             rate_limit_redis_url=_str(env, "RATE_LIMIT_REDIS_URL", redis_url),
             port=_int(env, "PORT", 8090, minimum=1),
             trusted_keys_file=_str(env, "TRUSTED_KEYS_FILE"),
+            wallet_allowlist_file=_str(env, "WALLET_ALLOWLIST_FILE"),
             trust_enforce=_bool(env, "TRUST_ENFORCE", True),
             timestamp_max_skew_minutes=_int(env, "TIMESTAMP_MAX_SKEW_MINUTES", 5),
             timestamp_max_age_minutes=_int(env, "TIMESTAMP_MAX_AGE_MINUTES", 10),

@@ -1,34 +1,54 @@
 """Ingest of signed JobSpecs: the ordered checks of DESIGN.md and the one transaction after.
 
-Order: Content-Type, size, JSON, schema, signature-failure rate limit, trusted key, timestamp
-window, signature, Idempotency-Key, nonce (replay), job id. Every rejection raises a domain error (beacon.errors)
-before anything is written; acceptance writes job, nonce, idempotency key and outbox row in one
-transaction.
+Order: Content-Type, size, JSON, schema, signature-failure rate limit, trusted key (or an
+allowlisted wallet), timestamp window, signature (which fixes the matched form and the
+submission's identity), wallet_auth, then what is stored: a known identity answers 200 with its
+job; an Idempotency-Key (per submitting key) seen with another identity → 409; the same (key,
+nonce) with another identity → ``replay_detected``; a signed job id held by another identity →
+409 ``job_exists``; an uncovered id held by another → a generated id. Every rejection raises a
+domain error (``beacon.errors``) before anything is written; acceptance writes job, nonce,
+idempotency key and outbox row in one transaction.
+
+What runs is what was signed: the job row keeps the matched form's projection (as text, in the
+form's own serialisation, and parsed for execution) and never a field the signature did not cover.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from beacon.crypto.canonical import loads
-from beacon.crypto.signing import verify_document
+from beacon.crypto.signing import Verified, canonical_public_key, verify
 from beacon.db import Database
-from beacon.errors import Conflict, Invalid, RateLimited, TooLarge, Unavailable, UnsupportedMedia, ValidationError
-from beacon.ingest.jobspec import JobSpec, parse_jobspec
+from beacon.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+    UnsupportedMedia,
+    ValidationError,
+)
+from beacon.ingest.jobspec import JOB_ID, JobSpec, parse_jobspec
 from beacon.ingest.ratelimit import SignatureFailureLimiter
 from beacon.ingest.trust import TrustStore
+from beacon.ingest.wallet import WalletAuthInvalid, verify_wallet_auth
 from beacon.messaging.celery_app import JOBS_QUEUE, RUN_JOB
 from beacon.messaging.outbox import Publisher, enqueue, publish_fresh
 from beacon.messaging.tracing import trace_headers
 from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
+from beacon.region_names import canonical_region
 from beacon.settings import Settings
+from beacon.statuses import JobStatus
 from beacon.timeutil import parse_rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -42,8 +62,42 @@ INSERT_IDEMPOTENCY_KEY = insert(IdempotencyKey.__table__)
 
 @dataclass(frozen=True)
 class Accepted:
-    status: int
-    body: dict[str, Any]
+    """The outcome of a submission: a new job (``created``) or the one the same signed content made."""
+
+    job_id: str
+    created: bool
+    created_at: datetime
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A document whose checks passed, ready to store."""
+
+    spec: JobSpec  # the executed projection, parsed
+    verified: Verified
+    public_key: str  # canonical spelling
+    signed_text: str
+    signed_id: str | None  # the id the signature covers (``jobspec_id``, or ``id`` when covered)
+    offered_id: str | None  # an id the signature does not cover: used unless another submission holds it
+    wallet: str | None
+    requested: dict[str, Any] | None
+
+
+def generated_job_id(benchmark_name: str, signature: str, now: datetime) -> str:
+    """``<slug of benchmark.name>-<unix ms>-<8 hex of the signature's hash>``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", benchmark_name.lower()).strip("-")[:64].strip("-") or "job"
+    digest = hashlib.sha256(signature.encode()).hexdigest()[:8]
+    return f"{slug}-{int(now.timestamp() * 1000)}-{digest}"
+
+
+def _has_proto_key(value: Any) -> bool:
+    """JavaScript drops ``__proto__`` keys when the portal signs, so such a key is never covered."""
+    if isinstance(value, dict):
+        return "__proto__" in value or any(_has_proto_key(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_proto_key(v) for v in value)
+    return False
 
 
 def decode_json(raw: bytes) -> Any:
@@ -82,7 +136,7 @@ def check_timestamp_window(settings: Settings, timestamp: str) -> None:
 
 
 class Ingestor:
-    """The ingest service the HTTP view calls."""
+    """The ingest service the HTTP views call."""
 
     def __init__(
         self,
@@ -93,6 +147,7 @@ class Ingestor:
         publish: Publisher,
         catalogue: dict[str, Any],
         regions: list[str],
+        wallet_allowlist: frozenset[str] = frozenset(),
     ):
         self.settings = settings
         self.db = db
@@ -101,6 +156,7 @@ class Ingestor:
         self.publish = publish
         self.catalogue = catalogue
         self.regions = regions
+        self.wallet_allowlist = wallet_allowlist
 
     def parse(self, doc: Any) -> JobSpec:
         return parse_jobspec(
@@ -111,95 +167,217 @@ class Ingestor:
             max_units=self.settings.max_units_per_job,
         )
 
-    def check_signature(self, spec: JobSpec, client_ip: str) -> str:
-        try:
-            form = verify_document(spec.document)
-        except ValueError as exc:
-            form, reason = None, str(exc)
-        else:
-            reason = "the signature does not match the document"
-        if form is None:
-            self.limiter.record_failure(client_ip, spec.public_key)
-            raise Invalid("signature_mismatch", f"signature verification failed: {reason}")
-        return form
+    # ------------------------------------------------------------------ the two entry points
 
     def submit(self, raw: bytes, client_ip: str, idempotency_key: str | None) -> Accepted:
-        """Every check after the Content-Type (``require_json_content_type``), then the write."""
+        """``POST /api/v1/jobs``: every check after the Content-Type (``require_json_content_type``)."""
+        doc = self._decode(raw)
+        return self._accept(self.check(doc, client_ip, idempotency_key), raw, idempotency_key)
+
+    def submit_cross_region(self, raw: bytes, client_ip: str, idempotency_key: str | None) -> Accepted:
+        """``POST /api/v1/jobs/cross-region``: ``{jobspec, target_regions, min_regions, min_success_rate,
+        enable_analysis}``. The jobspec goes through exactly the checks of :meth:`submit`; the outer
+        fields are not signed, so they never change what runs: ``target_regions`` must name the signed
+        regions, the others are recorded as requested."""
+        wrapper = self._decode(raw)
+        if not isinstance(wrapper, dict) or not isinstance(wrapper.get("jobspec"), dict):
+            raise ValidationError("the body must be an object with a jobspec object", "jobspec",
+                                  missing=isinstance(wrapper, dict) and "jobspec" not in wrapper)
+        unknown = sorted(set(wrapper) - CROSS_REGION_FIELDS)
+        if unknown:
+            raise ValidationError(f"unknown field {unknown[0]} (allowed: {', '.join(sorted(CROSS_REGION_FIELDS))})",
+                                  unknown[0])
+        requested = _requested(wrapper)
+        submission = self.check(wrapper["jobspec"], client_ip, idempotency_key, requested=requested)
+        targets = wrapper.get("target_regions")
+        if targets is not None and sorted({canonical_region(r) for r in targets}) != sorted(submission.spec.regions):
+            raise ValidationError(
+                f"target_regions {targets} differ from the signed regions {list(submission.spec.regions)}",
+                "target_regions")
+        return self._accept(submission, raw, idempotency_key)
+
+    # ------------------------------------------------------------------ checks, in DESIGN's order
+
+    def _decode(self, raw: bytes) -> Any:
         if len(raw) > self.settings.max_body_bytes:
-            raise TooLarge("payload_too_large", f"request body exceeds {self.settings.max_body_bytes} bytes"
-            )
-        spec = self.parse(decode_json(raw))
+            raise TooLarge("payload_too_large", f"request body exceeds {self.settings.max_body_bytes} bytes")
+        return decode_json(raw)
+
+    def check(self, doc: Any, client_ip: str, idempotency_key: str | None,
+              requested: dict[str, Any] | None = None) -> Submission:
+        """Schema, rate limit, trust, timestamp, signature, wallet: a submission ready to store."""
+        schema = self.parse(doc)
+        if _has_proto_key(doc):
+            raise ValidationError("a __proto__ key is never covered by a portal signature", "__proto__")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
             raise ValidationError(
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters", "Idempotency-Key"
             )
-        limited = self.limiter.blocked(client_ip, spec.public_key)
+        limited = self.limiter.blocked(client_ip, _key_name(schema.public_key))
         if limited:
             raise RateLimited("rate_limit_exceeded", "too many signature failures; try again in a minute",
-                {"limit": limited},
-            )
+                              {"limit": limited})
         now = utcnow()
-        self.trust.check(spec.public_key, now)
-        check_timestamp_window(self.settings, spec.timestamp)
-        form = self.check_signature(spec, client_ip)
-        body_sha256 = hashlib.sha256(raw).hexdigest()
-        accepted, message = self._store(spec, raw, body_sha256, idempotency_key)
+        wallet = self._check_trust(doc, schema, now)
+        check_timestamp_window(self.settings, schema.timestamp)
+        verified = self._check_signature(doc, schema, client_ip)
+        wallet = wallet or self._check_wallet(doc, now)
+        form = verified.form
+        projection = form.projection(doc)
+        signature, public_key = doc["signature"], doc["public_key"]
+        spec = self.parse({**projection, "signature": signature, "public_key": public_key})
+        signed_id = projection.get("jobspec_id") or (projection.get("id") if form.covers("id") else None)
+        offered = None if form.covers("id") else doc.get("id")
+        return Submission(
+            spec=spec, verified=verified, public_key=canonical_public_key(public_key),
+            signed_text=form.render(projection, signature, public_key),
+            signed_id=signed_id or None, offered_id=offered if offered and JOB_ID.fullmatch(str(offered)) else None,
+            wallet=wallet, requested=requested,
+        )
+
+    def _check_trust(self, doc: dict[str, Any], spec: JobSpec, now: datetime) -> str | None:
+        """The trusted keys file decides; a key it does not know may still submit when its
+        ``wallet_auth`` recovers an allowlisted address (WALLET_ALLOWLIST_FILE). Returns that address."""
+        try:
+            self.trust.check(spec.public_key, now)
+            return None
+        except Invalid as refused:
+            if refused.code != "trust_violation:unknown" or not self.wallet_allowlist or doc.get("wallet_auth") is None:
+                raise
+        address = self._check_wallet(doc, now)
+        if address not in self.wallet_allowlist:
+            raise Forbidden("wallet_not_allowed", f"wallet {address} is not on the allowlist", {"address": address})
+        return address
+
+    def _check_signature(self, doc: dict[str, Any], spec: JobSpec, client_ip: str) -> Verified:
+        try:
+            verified = verify(doc)
+        except ValueError as exc:
+            verified, reason = None, str(exc)
+        else:
+            reason = "the signature matches no accepted form of the document"
+        if verified is None:
+            self.limiter.record_failure(client_ip, _key_name(spec.public_key))
+            raise Invalid("signature_mismatch", f"signature verification failed: {reason}")
+        return verified
+
+    def _check_wallet(self, doc: dict[str, Any], now: datetime) -> str | None:
+        """The address ``wallet_auth`` recovers, when present; a signed metadata.wallet_address must match."""
+        wallet_auth = doc.get("wallet_auth")
+        if wallet_auth is None:
+            return None
+        try:
+            address = verify_wallet_auth(wallet_auth, doc.get("public_key"), now)
+        except WalletAuthInvalid as exc:
+            raise Invalid(f"wallet_auth_invalid:{exc.reason}", f"wallet_auth refused: {exc}") from None
+        claimed = (doc.get("metadata") or {}).get("wallet_address")
+        if isinstance(claimed, str) and claimed.lower() != address:
+            raise Invalid("wallet_auth_invalid:address_mismatch",
+                          f"metadata.wallet_address {claimed} is not the wallet that authorised the key ({address})")
+        return address
+
+    # ------------------------------------------------------------------ storing
+
+    def _accept(self, submission: Submission, raw: bytes, idempotency_key: str | None) -> Accepted:
+        accepted, message = self._store(submission, raw, idempotency_key)
         if message is not None:
             publish_fresh(self.db, self.publish, message)
-            log.info("job accepted", extra={"job_id": spec.id, "signature_form": form})
+            log.info("job accepted", extra={"job_id": accepted.job_id, "signature_form": submission.verified.form.name})
         return accepted
 
-    def _store(
-        self, spec: JobSpec, raw: bytes, body_sha256: str, idempotency_key: str | None
-    ) -> tuple[Accepted, OutboxMessage | None]:
-        """Insert optimistically; a unique-constraint conflict is then explained in DESIGN's order."""
-        for _ in range(3):
+    def _store(self, sub: Submission, raw: bytes, idempotency_key: str | None) -> tuple[Accepted, OutboxMessage | None]:
+        """Insert optimistically; a unique-key conflict is then explained in DESIGN's order."""
+        now = utcnow()
+        job_id = sub.signed_id or sub.offered_id or generated_job_id(
+            str(sub.spec.document["benchmark"]["name"]), sub.spec.signature, now)
+        for _ in range(4):
             try:
-                return Accepted(202, {"id": spec.id, "status": "enqueued"}), self._insert(
-                    spec, raw, body_sha256, idempotency_key
-                )
+                return Accepted(job_id, True, now, sub.spec), self._insert(sub, job_id, raw, idempotency_key, now)
             except IntegrityError:
-                known = self._conflict(spec, body_sha256, idempotency_key)
+                known, id_taken = self._conflict(sub, job_id, idempotency_key)
                 if known is not None:
                     return known, None
-                # the conflicting transaction rolled back in the meantime: try again
+                if id_taken:
+                    if job_id == sub.signed_id:
+                        raise Conflict("job_exists", f"job {job_id} already exists", {"job_id": job_id})
+                    job_id = generated_job_id(str(sub.spec.document["benchmark"]["name"]), sub.spec.signature, now)
+                # otherwise the conflicting transaction rolled back in the meantime: try again
         raise Unavailable("service_unavailable", "could not store the job; try again")
 
-    def _conflict(self, spec: JobSpec, body_sha256: str, idempotency_key: str | None) -> Accepted | None:
-        """Which stored row the submission collides with: idempotent replay, nonce or job id."""
+    def _conflict(self, sub: Submission, job_id: str, idempotency_key: str | None) -> tuple[Accepted | None, bool]:
+        """Which stored row the submission collides with: the same submission, an idempotency key,
+        a nonce, or the job id (returned as ``id_taken``)."""
+        identity = sub.verified.identity
         with self.db.session() as session:
+            known = session.scalar(select(Job).where(Job.identity == identity))
+            if known is not None:
+                return Accepted(known.id, False, known.created_at, sub.spec), False
             if idempotency_key is not None:
-                known = session.get(IdempotencyKey, idempotency_key)
-                if known is not None:
-                    if known.body_sha256 == body_sha256:
-                        return Accepted(200, {"id": known.job_id, "idempotent": True})
+                seen = session.get(IdempotencyKey, _scoped(sub.public_key, idempotency_key))
+                if seen is not None:
                     raise Conflict("idempotency_key_reused",
-                        "this Idempotency-Key was used with a different request body",
-                        {"job_id": known.job_id},
-                    )
+                                   "this Idempotency-Key was used with a different signed JobSpec",
+                                   {"job_id": seen.job_id})
             replay = session.scalar(
-                select(Nonce.job_id).where(Nonce.public_key == spec.public_key, Nonce.nonce == spec.nonce)
+                select(Nonce.job_id).where(Nonce.public_key == sub.public_key, Nonce.nonce == sub.spec.nonce)
             )
             if replay is not None:
                 raise Invalid("replay_detected", "this nonce was already used with this key")
-            if session.get(Job, spec.id) is not None:
-                raise Conflict("job_exists", f"job {spec.id} already exists", {"job_id": spec.id})
-        return None
+            return None, session.get(Job, job_id) is not None
 
-    def _insert(self, spec: JobSpec, raw: bytes, body_sha256: str, idempotency_key: str | None) -> OutboxMessage:
+    def _insert(self, sub: Submission, job_id: str, raw: bytes, idempotency_key: str | None,
+                now: datetime) -> OutboxMessage:
         """Job, nonce, idempotency key and outbox row in one transaction."""
-        now = utcnow()
+        identity = sub.verified.identity
+        executed = {**sub.spec.document, "id": job_id}
         with self.db.session() as session:
             session.execute(INSERT_JOB, {
-                "id": spec.id, "status": "queued", "raw_body": raw.decode("utf-8"), "spec": spec.document,
-                "public_key": spec.public_key, "created_at": now, "updated_at": now,
+                "id": job_id, "status": JobStatus.QUEUED, "raw_body": raw.decode("utf-8"), "spec": executed,
+                "public_key": sub.public_key, "created_at": now, "updated_at": now,
+                "signed_spec": sub.signed_text, "signature_form": sub.verified.form.name, "identity": identity,
+                "submitter_wallet": sub.wallet, "requested": sub.requested,
             })
             session.execute(INSERT_NONCE, {
-                "public_key": spec.public_key, "nonce": spec.nonce, "job_id": spec.id, "created_at": now,
+                "public_key": sub.public_key, "nonce": sub.spec.nonce, "job_id": job_id, "created_at": now,
                 "expires_at": now + timedelta(minutes=self.settings.nonce_ttl_minutes),
             })
             if idempotency_key is not None:
                 session.execute(INSERT_IDEMPOTENCY_KEY, {
-                    "key": idempotency_key, "body_sha256": body_sha256, "job_id": spec.id, "created_at": now,
+                    "key": _scoped(sub.public_key, idempotency_key), "identity": identity, "job_id": job_id,
+                    "created_at": now,
                 })
-            return enqueue(session, RUN_JOB, JOBS_QUEUE, [spec.id], trace_headers())  # the request's trace
+            return enqueue(session, RUN_JOB, JOBS_QUEUE, [job_id], trace_headers())  # the request's trace
+
+
+CROSS_REGION_FIELDS = {"jobspec", "target_regions", "min_regions", "min_success_rate", "enable_analysis"}
+
+
+def _requested(wrapper: dict[str, Any]) -> dict[str, Any]:
+    """The wrapper's unsigned values, type-checked, recorded beside the verdict (never used by it)."""
+    targets = wrapper.get("target_regions")
+    if targets is not None and (not isinstance(targets, list) or not all(isinstance(r, str) and r for r in targets)
+                                or len(targets) > 16):
+        raise ValidationError("target_regions must be an array of region names", "target_regions")
+    min_regions, rate, analysis = (wrapper.get(k) for k in ("min_regions", "min_success_rate", "enable_analysis"))
+    if min_regions is not None and (isinstance(min_regions, bool) or not isinstance(min_regions, int)
+                                    or not 0 <= min_regions <= 16):
+        raise ValidationError("min_regions must be an integer from 0 to 16", "min_regions")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
+        raise ValidationError("min_success_rate must be a number from 0 to 1", "min_success_rate")
+    if analysis is not None and not isinstance(analysis, bool):
+        raise ValidationError("enable_analysis must be true or false", "enable_analysis")
+    return {"target_regions": targets, "min_regions": min_regions, "min_success_rate": rate,
+            "enable_analysis": analysis}
+
+
+def _scoped(public_key: str, idempotency_key: str) -> str:
+    """Idempotency keys belong to the submitting key: another key holder's key never collides."""
+    return f"{public_key}:{idempotency_key}"
+
+
+def _key_name(public_key: str) -> str:
+    """A key's one spelling for counters (its canonical base64), or the text when it is no key at all."""
+    try:
+        return canonical_public_key(public_key)
+    except ValueError:
+        return public_key

@@ -7,19 +7,28 @@ replay are the ingest service's.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from beacon.errors import ValidationError
+from beacon.region_names import canonical_region
 
 NS_PER_SECOND = 1_000_000_000
+#: A duration below this is seconds; at or above it, Go's integer nanoseconds (the portal sends 600000000000).
+SECONDS_BELOW = 1_000_000
 DEFAULT_TIMEOUT_NS = 10 * 60 * NS_PER_SECOND
 DEFAULT_PROVIDER_TIMEOUT_NS = 2 * 60 * NS_PER_SECOND
 MIN_TIMEOUT_NS = 30 * NS_PER_SECOND
 MAX_TIMEOUT_NS = 60 * 60 * NS_PER_SECOND
+MIN_PROVIDER_TIMEOUT_NS = 1 * NS_PER_SECOND
+MAX_METADATA_BYTES = 64 * 1024
 DEFAULT_MIN_REGIONS = 3
 DEFAULT_MIN_SUCCESS_RATE = 0.67
 PROMPT_QUESTION_ID = "prompt"
+#: Every job id, signed or generated (it appears in URLs and queue payloads).
+JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # field → (required, type check) for each object of the schema; None means free-form.
 TOP_FIELDS = {
@@ -33,8 +42,8 @@ CONSTRAINT_FIELDS = {
     "regions", "min_regions", "min_success_rate", "timeout", "provider_timeout", "max_cost",
     "providers",
 }
-METADATA_FIELDS = {"nonce", "timestamp", "requester", "priority", "tags", "models"}
-MODEL_FIELDS = {"id", "name", "provider", "regions"}
+MODEL_FIELDS = {"id", "name", "provider", "regions", "container_image"}
+WALLET_AUTH_FIELDS = {"address", "signature", "message", "chainId", "nonce", "expiresAt"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class Unit:
 
 @dataclass(frozen=True)
 class JobSpec:
-    id: str
+    id: str | None  # None: the runner generates one (``beacon.ingest.ingestor``)
     regions: tuple[str, ...]
     min_regions: int
     min_success_rate: float
@@ -142,12 +151,27 @@ def _string_list(value: Any, path: str) -> list[str]:
 
 
 def _duration(constraints: dict[str, Any], key: str, default: int) -> int:
+    """Nanoseconds. Absent or 0 → the default; below SECONDS_BELOW the value is seconds, else nanoseconds."""
     value = constraints.get(key)
     if value is None or value == 0:
         return default
-    if not _is_int(value) or value < 0:
-        raise ValidationError(f"constraints.{key} must be a positive integer of nanoseconds", f"constraints.{key}")
+    if not _is_number(value) or value < 0 or value != value or value in (float("inf"),):
+        raise ValidationError(f"constraints.{key} must be a positive number of seconds, or integer nanoseconds",
+                              f"constraints.{key}")
+    if value < SECONDS_BELOW:
+        return int(value * NS_PER_SECOND)
+    if not _is_int(value):
+        raise ValidationError(f"constraints.{key} of {SECONDS_BELOW} or more must be integer nanoseconds",
+                              f"constraints.{key}")
     return value
+
+
+def _regions(value: Any, path: str) -> list[str]:
+    """Canonical region names (``beacon.region_names``); two spellings of one region are a duplicate."""
+    names = [canonical_region(name) for name in _string_list(value, path)]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"{path} names a region twice (ASIA is APAC)", path)
+    return names
 
 
 def _models(doc: dict[str, Any], default_model: str) -> tuple[ModelRef, ...]:
@@ -172,7 +196,7 @@ def _models(doc: dict[str, Any], default_model: str) -> tuple[ModelRef, ...]:
                 model_id,
                 name=None if entry.get("name") is None else _string(entry["name"], f"{path}.name"),
                 provider=None if entry.get("provider") is None else _string(entry["provider"], f"{path}.provider"),
-                regions=None if regions is None else tuple(_string_list(regions, f"{path}.regions")),
+                regions=None if regions is None else tuple(_regions(regions, f"{path}.regions")),
             )
         )
     ids = [model.id for model in models]
@@ -194,12 +218,11 @@ def parse_jobspec(
     Raises ``ValidationError`` naming the first offending field.
     """
     doc = _object(doc, "", TOP_FIELDS)
-    job_id = doc.get("id") or doc.get("jobspec_id")
-    if not job_id:
-        raise ValidationError("id is required", "id", missing=True)
-    job_id = _string(job_id, "id")
-    if len(job_id) > 256 or not job_id.isprintable():
-        raise ValidationError("id must be at most 256 printable characters", "id")
+    job_id = doc.get("jobspec_id") or doc.get("id") or None
+    if job_id is not None:
+        job_id = _string(job_id, "id")
+        if not JOB_ID.fullmatch(job_id):
+            raise ValidationError("id must match [A-Za-z0-9._:-]{1,128}", "id")
     _string(_required(doc, "version", "version"), "version")
 
     benchmark = _object(_required(doc, "benchmark", "benchmark"), "benchmark", BENCHMARK_FIELDS)
@@ -220,7 +243,7 @@ def parse_jobspec(
         _optional_object(benchmark, key, f"benchmark.{key}", None)
 
     constraints = _object(_required(doc, "constraints", "constraints"), "constraints", CONSTRAINT_FIELDS)
-    regions = _string_list(_required(constraints, "regions", "constraints.regions"), "constraints.regions")
+    regions = _regions(_required(constraints, "regions", "constraints.regions"), "constraints.regions")
     if known_regions is not None:
         known = set(known_regions)
         missing = [region for region in regions if region not in known]
@@ -231,12 +254,12 @@ def parse_jobspec(
                 "constraints.regions",
             )
     min_regions = constraints.get("min_regions")
-    if min_regions is None:
+    if min_regions is None or min_regions == 0:  # Go's rule: Go-signed specs always carry zeros
         min_regions = DEFAULT_MIN_REGIONS
     elif not _is_int(min_regions) or min_regions < 0:
         raise ValidationError("constraints.min_regions must be a non-negative integer", "constraints.min_regions")
     min_success_rate = constraints.get("min_success_rate")
-    if min_success_rate is None:
+    if min_success_rate is None or min_success_rate == 0:
         min_success_rate = DEFAULT_MIN_SUCCESS_RATE
     elif not _is_number(min_success_rate) or not 0 <= min_success_rate <= 1:
         raise ValidationError(
@@ -248,13 +271,18 @@ def parse_jobspec(
             "constraints.timeout must be from 30 s to 60 min (integer nanoseconds)", "constraints.timeout"
         )
     provider_timeout_ns = _duration(constraints, "provider_timeout", DEFAULT_PROVIDER_TIMEOUT_NS)
+    if not MIN_PROVIDER_TIMEOUT_NS <= provider_timeout_ns <= timeout_ns:
+        raise ValidationError("constraints.provider_timeout must be from 1 s to constraints.timeout",
+                              "constraints.provider_timeout")
     if constraints.get("max_cost") is not None and not _is_number(constraints["max_cost"]):
         raise ValidationError("constraints.max_cost must be a number", "constraints.max_cost")
     providers = constraints.get("providers")
     if providers is not None and not isinstance(providers, list):
         raise ValidationError("constraints.providers must be an array", "constraints.providers")
 
-    metadata = _object(_required(doc, "metadata", "metadata"), "metadata", METADATA_FIELDS)
+    metadata = _object(_required(doc, "metadata", "metadata"), "metadata", None)  # free-form, kept as signed
+    if len(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
+        raise ValidationError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON", "metadata")
     nonce = _string(_required(metadata, "nonce", "metadata.nonce"), "metadata.nonce")
     if len(nonce) > 512:
         raise ValidationError("metadata.nonce must be at most 512 characters", "metadata.nonce")
@@ -271,6 +299,8 @@ def parse_jobspec(
             if unknown:
                 raise ValidationError(f"questions: unknown question id {unknown[0]!r}", "questions")
     prompt = data.get("prompt") if isinstance(data, dict) else None
+    if not question_ids and catalogue is not None and isinstance(prompt, str) and prompt in catalogue:
+        question_ids = [prompt]  # the portal puts a catalogue question id in input.data.prompt
     if not question_ids and not (isinstance(prompt, str) and prompt.strip()):
         raise ValidationError(
             "questions or benchmark.input.data.prompt is required", "questions", missing=True
@@ -279,6 +309,8 @@ def parse_jobspec(
         raise ValidationError("runs must be a non-negative integer", "runs")
     if doc.get("created_at") is not None:
         _string(doc["created_at"], "created_at")
+    if doc.get("wallet_auth") is not None:
+        _object(doc["wallet_auth"], "wallet_auth", WALLET_AUTH_FIELDS)
     signature = _string(_required(doc, "signature", "signature"), "signature")
     public_key = _string(_required(doc, "public_key", "public_key"), "public_key")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from beacon.crypto.signing import b64decode
+from beacon.crypto.signing import canonical_public_key
 from beacon.errors import Invalid
 from beacon.timeutil import parse_rfc3339
 
@@ -38,7 +38,7 @@ class TrustedKey:
 
 
 def parse_trusted_keys(text: str, source: str) -> dict[str, TrustedKey]:
-    """Parse and validate a trusted keys document; keyed by public key."""
+    """Parse and validate a trusted keys document; keyed by the key's canonical base64 spelling."""
     try:
         doc = json.loads(text)
     except ValueError as exc:
@@ -60,7 +60,7 @@ def parse_trusted_keys(text: str, source: str) -> dict[str, TrustedKey]:
         if not isinstance(public_key, str):
             raise TrustFileError(f"{where} ({kid}): public_key must be a base64 string")
         try:
-            b64decode(public_key, 32, "public_key")
+            public_key = canonical_public_key(public_key)
         except ValueError as exc:
             raise TrustFileError(f"{where} ({kid}): {exc}") from None
         if status not in ("active", "revoked"):
@@ -134,7 +134,10 @@ class TrustStore:
         if not self.enforce:
             return
         self._refresh()
-        key = self._keys.get(public_key)
+        try:
+            key = self._keys.get(canonical_public_key(public_key))
+        except ValueError:  # not a key at all: the signature check would fail it too
+            key = None
         if key is None:
             raise Invalid("trust_violation:unknown", "public key is not in the trusted keys")
         details = {"kid": key.kid}

@@ -33,8 +33,10 @@ strictly later than ``now``.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from coincurve import PublicKey
@@ -171,3 +173,20 @@ def verify_wallet_auth(wallet_auth: Any, public_key_b64: Any, now: datetime, *, 
     if check_expiry and not expiry > now:
         raise WalletAuthInvalid("expired", f"expired at {expires_at}")
     return recovered
+
+
+def load_allowlist(path: str | None) -> frozenset[str]:
+    """``WALLET_ALLOWLIST_FILE``: a JSON array of 0x addresses, lower-cased. Read once at startup;
+    a bad file is a startup error (ValueError naming the file and entry)."""
+    if not path:
+        return frozenset()
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"WALLET_ALLOWLIST_FILE {path}: cannot read a JSON array: {exc}") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"WALLET_ALLOWLIST_FILE {path}: must be a JSON array of addresses")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str) or not _ADDRESS.fullmatch(entry):
+            raise ValueError(f"WALLET_ALLOWLIST_FILE {path}: entry {index} is not a 0x address: {entry!r}")
+    return frozenset(entry.lower() for entry in entries)

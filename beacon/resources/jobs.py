@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from beacon.crypto.canonical import loads
 from beacon.errors import InvalidState, ValidationError, not_found
 from beacon.models import Execution, Job
 from beacon.timeutil import isoformat, parse_rfc3339
@@ -69,8 +70,12 @@ def job_resource(job: Job, counts: dict[str, int]) -> dict[str, Any]:
         "started_at": isoformat(job.started_at),
         "finished_at": isoformat(job.finished_at),
         "deadline_at": isoformat(job.deadline_at),
-        "spec": job.spec,
-        "job": job.spec,  # the Go runner's name for the spec, kept for its clients
+        "spec": loads(job.signed_spec) if job.signed_spec else job.spec,
+        "job": {**job.spec, "id": job.id, "created_at": isoformat(job.created_at)},  # Go's shape; unsigned id/time
+        "signature_form": job.signature_form,
+        "submitter_wallet": job.submitter_wallet,
+        "benchmark": {"name": (job.spec.get("benchmark") or {}).get("name")},
+        "requested": job.requested,
         "counts": counts,
     }
 

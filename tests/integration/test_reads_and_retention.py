@@ -74,8 +74,8 @@ def test_retention_purges_only_what_has_expired(pg_settings):
         session.add_all([
             Nonce(public_key="k", nonce="expired", job_id="j1", created_at=old, expires_at=now - timedelta(minutes=1)),
             Nonce(public_key="k", nonce="live", job_id="j2", created_at=now, expires_at=now + timedelta(minutes=30)),
-            IdempotencyKey(key="old", body_sha256="0" * 64, job_id="j1", created_at=old),
-            IdempotencyKey(key="new", body_sha256="0" * 64, job_id="j2", created_at=now),
+            IdempotencyKey(key="old", identity="0" * 64, job_id="j1", created_at=old),
+            IdempotencyKey(key="new", identity="0" * 64, job_id="j2", created_at=now),
         ])
         published_long_ago = enqueue(session, "beacon.run_job", "jobs", ["j1"], {})
         enqueue(session, "beacon.run_job", "jobs", ["j2"], {})  # unpublished: kept whatever its age

@@ -326,7 +326,7 @@ def test_cancellations_and_deadline_cuts_are_not_reported(fresh):
 
     def start(**overrides) -> tuple[str, list[tuple[int, str]]]:
         spec = make_spec(fresh.keypair, **overrides)
-        assert ingest.submit(body(spec), "127.0.0.1", None).status == 202
+        assert ingest.submit(body(spec), "127.0.0.1", None).created
         units: list[tuple[int, str]] = []
         assert engine.start_job(fresh.db, settings, spec["id"], lambda e, r, _countdown: units.append((e, r)))
         return spec["id"], units

@@ -50,9 +50,11 @@ def test_defaults():
     ]
 
 
-def test_explicit_zero_success_rate_stays_zero_and_zero_timeouts_default():
+def test_zero_constraints_mean_go_defaults():
+    """Go's rule: Go-signed specs always carry zeros, which mean the defaults (0.67, 3, 2 min)."""
     parsed = parse(spec())
-    assert parsed.min_success_rate == 0
+    assert parsed.min_success_rate == 0.67
+    assert parsed.min_regions == 3
     assert parsed.provider_timeout_ns == DEFAULT_PROVIDER_TIMEOUT_NS
 
 
@@ -66,7 +68,8 @@ def test_units_are_regions_times_models_times_questions():
 @pytest.mark.parametrize(
     "mutate, code, field",
     [
-        (lambda d: d.pop("id"), "missing_field:id", "id"),
+        (lambda d: d.update(id="a/b"), "validation_error", "id"),
+        (lambda d: d.update(id="x" * 129), "validation_error", "id"),
         (lambda d: d.pop("benchmark"), "missing_field:benchmark", "benchmark"),
         (lambda d: d["benchmark"]["container"].pop("image"), "missing_field:benchmark.container.image",
          "benchmark.container.image"),
@@ -77,8 +80,12 @@ def test_units_are_regions_times_models_times_questions():
         (lambda d: d["constraints"].update(timeout=29 * 10**9), "validation_error", "constraints.timeout"),
         (lambda d: d["constraints"].update(timeout=61 * 60 * 10**9), "validation_error", "constraints.timeout"),
         (lambda d: d["constraints"].update(timeout=3e11), "validation_error", "constraints.timeout"),
+        (lambda d: d["constraints"].update(timeout=29), "validation_error", "constraints.timeout"),
         (lambda d: d["constraints"].update(min_regions=-1), "validation_error", "constraints.min_regions"),
         (lambda d: d["constraints"].update(regions=["US", "US"]), "validation_error", "constraints.regions"),
+        (lambda d: d["constraints"].update(regions=["APAC", "asia"]), "validation_error", "constraints.regions"),
+        (lambda d: d["constraints"].update(provider_timeout=1e30), "validation_error", "constraints.provider_timeout"),
+        (lambda d: d["constraints"].update(provider_timeout=0.5), "validation_error", "constraints.provider_timeout"),
         (lambda d: d["constraints"].update(regions=["MOON"]), "validation_error", "constraints.regions"),
         (lambda d: d.update(models=[{"name": "no id"}]), "missing_field:models[0].id", "models[0].id"),
         (lambda d: d.update(models=["a", "a"]), "validation_error", "models"),
@@ -102,3 +109,24 @@ def test_jobspec_id_alias_and_unit_cap():
     assert parse(doc).id == "who-are-you-benchmark-v1"
     with pytest.raises(ValidationError, match="at most 2 allowed"):
         parse(spec(), max_units=2)
+
+
+def test_portal_shapes_parse():
+    """What the portal sends: no id, free-form metadata, ASIA, durations in Go nanoseconds or seconds."""
+    doc = copy.deepcopy(spec())
+    doc.pop("id")
+    doc["constraints"].update(regions=["us", "ASIA"], timeout=600_000_000_000, provider_timeout=90)
+    doc["metadata"].update(created_by="portal", wallet_address="0xabc", multi_model=True, estimated_cost="0.0018")
+    doc["models"] = [{"id": "mistral-7b", "container_image": "ghcr.io/x/y:latest", "regions": ["asia"]}]
+    parsed = parse(doc)
+    assert parsed.id is None
+    assert parsed.regions == ("US", "APAC")
+    assert parsed.models[0].regions == ("APAC",)
+    assert parsed.timeout_s == 600 and parsed.provider_timeout_s == 90
+
+
+def test_a_question_id_in_the_prompt_names_the_question():
+    doc = copy.deepcopy(spec())
+    doc["benchmark"]["input"]["data"] = {"prompt": "math_basic"}
+    doc.pop("questions", None)
+    assert parse(doc).question_ids == ("math_basic",)
