@@ -47,7 +47,11 @@ def bundle_bytes(identity: RunnerIdentity, job: Job, receipt_docs: list[dict[str
         "job_id": job.id,
         "status": job.status,
         "status_reason": job.status_reason,
-        "jobspec": job.raw_body,
+        "jobspec": job.raw_body,  # the verbatim request body
+        "signature_form": job.signature_form,  # the form the submission's signature matched
+        "signed_jobspec": job.signed_spec,  # what ran: the signed projection, in that form's serialisation
+        "submitter_wallet": job.submitter_wallet,
+        "requested": job.requested,  # the cross-region wrapper's unsigned values, never used by the verdict
         "receipts": receipt_docs,
         "analysis": job.analysis,
         "runner": identity.describe(),
