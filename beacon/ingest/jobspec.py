@@ -30,7 +30,7 @@ PROMPT_QUESTION_ID = "prompt"
 #: Every job id, signed or generated (it appears in URLs and queue payloads).
 JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-# field → (required, type check) for each object of the schema; None means free-form.
+# The fields each object of the schema allows (objects not listed here are free-form).
 TOP_FIELDS = {
     "id", "jobspec_id", "version", "benchmark", "constraints", "metadata", "questions", "models",
     "runs", "wallet_auth", "created_at", "signature", "public_key",
