@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from beacon.evidence import merkle
 from beacon.crypto.canonical import canonical_json, loads
+from beacon.ids import bigint
 from beacon.errors import ApiError, ValidationError
 from beacon.evidence.identity import TREE_HEAD_KIND, RunnerIdentity, verify_runner_document
 from beacon.models import TransparencyEntry, TransparencyHead
@@ -153,9 +154,10 @@ def parse_size(raw: str | None, name: str, default: int | None = None) -> int:
         if default is None:
             raise ValidationError(f"{name} is required", name, missing=True)
         return default
-    if not raw.isdigit():
-        raise ValidationError(f"{name} must be a non-negative integer, got {raw!r}", name)
-    return int(raw)
+    size = bigint(raw)  # plain ASCII digits below 2**63: "²" passes str.isdigit but not int()
+    if size is None:
+        raise ValidationError(f"{name} must be a non-negative integer below 2**63, got {raw[:32]!r}", name)
+    return size
 
 
 def inclusion(session: Session, index: int, tree_size: int | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,11 +18,11 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from beacon.crypto.canonical import loads
 from beacon.messaging.celery_app import JOBS_QUEUE, RUN_JOB
 from beacon.db import Database
 from beacon.errors import ApiError, ValidationError
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
+from beacon.ingest.rawjson import parse_body
 from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
 from beacon.messaging.tracing import trace_headers
 from beacon.messaging.outbox import Publisher, enqueue, publish_fresh
@@ -34,6 +35,7 @@ from beacon.ingest.trust import TrustStore
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
+_IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 # Built once: the hot path only binds values (Core statements on the tables, no ORM flush).
 INSERT_JOB = insert(Job.__table__)
 INSERT_NONCE = insert(Nonce.__table__)
@@ -47,12 +49,16 @@ class Accepted:
 
 
 def decode_json(raw: bytes) -> Any:
-    try:
-        return loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "invalid_json", "request body is not UTF-8") from None
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    """The JSON value of a raw request body, hostile bodies refused (``beacon.ingest.rawjson``)."""
+    return parse_body(raw)
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """1 to 256 printable ASCII characters (it is a varchar primary key; no NUL, no control bytes)."""
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValidationError(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters", "Idempotency-Key"
+        )
 
 
 def require_json_content_type(content_type: str | None) -> None:
@@ -132,11 +138,8 @@ class Ingestor:
             raise ApiError(
                 413, "payload_too_large", f"request body exceeds {self.settings.max_body_bytes} bytes"
             )
-        spec = self.parse(decode_json(raw))
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise ValidationError(
-                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters", "Idempotency-Key"
-            )
+        spec = self.parse(parse_body(raw))
+        check_idempotency_key(idempotency_key)
         limited = self.limiter.blocked(client_ip, spec.public_key)
         if limited:
             raise ApiError(
