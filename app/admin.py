@@ -10,7 +10,8 @@ from flask import Blueprint, jsonify, request
 from app.openapi import error_responses, json_response, path_param, query_param
 from app.services import services
 from beacon.errors import DomainError, ValidationError
-from beacon.ingest.ingestor import decode_json
+from beacon.ids import bigint
+from beacon.ingest.rawjson import parse_optional_body
 from beacon.messaging.outbox import celery_publisher
 from beacon.operations import admin
 from beacon.resources.jobs import page_limit
@@ -101,9 +102,10 @@ def admin_action(minimum: str, name: str):
 def _minutes(raw: str | None) -> int:
     if raw is None:
         return 30
-    if not raw.isdigit() or not 1 <= int(raw) <= admin.MAX_STUCK_MINUTES:
+    minutes = bigint(raw)  # ASCII digits only: "²" passes str.isdigit but not int()
+    if minutes is None or not 1 <= minutes <= admin.MAX_STUCK_MINUTES:
         raise ValidationError(f"minutes must be an integer from 1 to {admin.MAX_STUCK_MINUTES}", "minutes")
-    return int(raw)
+    return minutes
 
 
 @bp.get("/queues")
@@ -132,8 +134,8 @@ def republish(actor: admin.Actor, job_id: str):
 @bp.post("/jobs/<job_id>/emergency-stop")
 @admin_action("admin", "emergency_stop")
 def emergency_stop(actor: admin.Actor, job_id: str):
-    raw = request.get_data(cache=False)
-    reason = admin.reason_from(decode_json(raw) if raw.strip() else None)
+    # The body is read only now, after admin_action has authorised the caller.
+    reason = admin.reason_from(parse_optional_body(request.get_data(cache=False)))
     svc = services()
     result = admin.emergency_stop(svc.db, svc.settings, job_id, reason, actor)
     return result, {"reason": reason, "previous_status": result["previous_status"],

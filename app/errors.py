@@ -1,6 +1,9 @@
 """Every error answers with the envelope ``{"error", "error_code", "details"?}``, no stack trace.
 
 The core raises domain errors (``beacon.errors``); this module alone knows their HTTP status.
+A fault of the server (an unexpected exception, a database error other than "unreachable", a
+5xx werkzeug raises) answers 500 ``internal_error`` whose only detail is the request id, so the
+caller can quote it and operators find the logged traceback (and the Sentry event) by it.
 """
 
 from __future__ import annotations
@@ -8,15 +11,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
-from sqlalchemy.exc import DBAPIError
+from flask import Flask, g, jsonify
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from beacon import errors
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limit_exceeded",
+}
+# Headers of a werkzeug HTTPException the envelope keeps (405's Allow, 429's Retry-After, ...).
+_BODY_HEADERS = {"content-type", "content-length"}
 
 #: Most specific first: the first class an error is an instance of gives its status.
 STATUS: tuple[tuple[type[errors.DomainError], int], ...] = (
@@ -51,6 +59,13 @@ def envelope(error: errors.DomainError):
     return jsonify(error.to_dict()), status_of(error)
 
 
+def internal_error():
+    """500 ``internal_error`` with the request id and nothing else."""
+    request_id = g.get("request_id")
+    return envelope(ApiError(500, "internal_error", "internal server error",
+                             {"request_id": request_id} if request_id else None))
+
+
 def register(flask_app: Flask) -> None:
     @flask_app.errorhandler(errors.DomainError)
     def _domain_error(error: errors.DomainError):
@@ -63,23 +78,33 @@ def register(flask_app: Flask) -> None:
 
     @flask_app.errorhandler(DBAPIError)
     def _database(error: DBAPIError):
-        if not error.connection_invalidated and not _is_unreachable(error):
-            raise error
-        log.error("database unreachable", extra={"error": str(error.orig)})
-        return envelope(errors.Unavailable("service_unavailable", "the database is unreachable; try again later"))
+        if error.connection_invalidated or _is_unreachable(error):
+            log.error("database unreachable", extra={"error": str(error.orig)})
+            return envelope(errors.Unavailable("service_unavailable", "the database is unreachable; try again later"))
+        log.exception("database error")
+        return internal_error()
 
     @flask_app.errorhandler(HTTPException)
     def _http(error: HTTPException):
-        code = HTTP_CODES.get(error.code or 500, "http_error")
-        return envelope(ApiError(error.code or 500, code, error.description or error.name))
+        status = error.code or 500
+        if status >= 500:
+            if status == 503:
+                return envelope(errors.Unavailable("service_unavailable", "the service is unavailable; try again later"))
+            # Flask wraps an exception that escaped every handler in InternalServerError.
+            original = getattr(error, "original_exception", None)
+            log.error("unhandled error", exc_info=original or error)
+            return internal_error()
+        response, _ = envelope(ApiError(status, HTTP_CODES.get(status, "http_error"), error.description or error.name))
+        for name, value in error.get_headers():
+            if name.lower() not in _BODY_HEADERS:
+                response.headers[name] = value
+        return response, status
 
     @flask_app.errorhandler(Exception)
     def _unexpected(error: Exception):
         log.exception("unhandled error")
-        return envelope(ApiError(500, "internal_error", "internal server error"))
+        return internal_error()
 
 
 def _is_unreachable(error: DBAPIError) -> bool:
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
     return isinstance(error, (OperationalError, InterfaceError))

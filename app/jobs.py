@@ -9,9 +9,11 @@ from flask import Blueprint, jsonify, request
 from app.openapi import PAGE, error_responses, json_response, path_param, query_param
 from app.services import services
 from beacon.execution import engine
-from beacon.ingest.ingestor import decode_json, require_json_content_type
+from beacon.ingest.ingestor import require_json_content_type
 from beacon.ingest.questions import load_catalogue
-from beacon.operations.cancellation import authorize_cancel
+from beacon.ingest.rawjson import parse_optional_body
+from beacon.operations.access import bearer_token
+from beacon.operations.cancellation import authorize_cancel, cancel_reason
 from beacon.resources import executions, jobs
 from beacon.timeutil import isoformat
 
@@ -26,7 +28,9 @@ OPENAPI: dict[str, dict[str, Any]] = {
                 "trusted key, timestamp window, signature, Idempotency-Key, nonce, job id."
             ),
             "parameters": [
-                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256}}
+                {"name": "Idempotency-Key", "in": "header", "required": False,
+                 "schema": {"type": "string", "maxLength": 256, "pattern": "^[\\x20-\\x7e]+$"},
+                 "description": "1 to 256 printable ASCII characters"}
             ],
             "requestBody": {
                 "required": True,
@@ -189,12 +193,16 @@ def job_executions(job_id: str):
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
     svc = services()
-    raw = request.get_data(cache=False)
-    body = decode_json(raw) if raw.strip() else None
+    authorization = request.headers.get("Authorization")
     with svc.db.session() as session:
         job = jobs.get_job(session, job_id)
-        actor = authorize_cancel(svc.settings, job, request.headers.get("Authorization"), body)
-    reason = (body or {}).get("reason") or f"cancelled by {actor.kind}"
+    if bearer_token(authorization) is not None:  # the token decides; the body is read only once it passed
+        actor = authorize_cancel(svc.settings, job, authorization, None)
+        body = parse_optional_body(request.get_data(cache=False))
+    else:  # without a token, a body signed by the job's key is the credential
+        body = parse_optional_body(request.get_data(cache=False))
+        actor = authorize_cancel(svc.settings, job, authorization, body)
+    reason = cancel_reason(body, actor)
     before, units = engine.end_job(svc.db, svc.settings, job_id, status="cancelled", reason=reason, action="cancel")
     return jsonify({"id": job_id, "status": "cancelled", "previous_status": before, "units_cancelled": units})
 

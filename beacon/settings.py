@@ -8,16 +8,65 @@ Celery transport in one data directory).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from beacon import __version__
 
+_NAMED = re.compile(r"([A-Z][A-Z0-9_]*[A-Z0-9])\b\s*(.*)", re.DOTALL)
+
 
 class SettingsError(ValueError):
-    """A configuration variable has a value that cannot be used."""
+    """A configuration variable has a value that cannot be used.
+
+    ``variable`` names it and ``reason`` says what is wrong (the ``beacon`` command prints
+    ``Error: <variable>: <reason>``); both are read from a message that starts with the name.
+    """
+
+    def __init__(self, message: str, *, variable: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        named = _NAMED.match(message)
+        self.variable = variable or (named.group(1) if named else "configuration")
+        self.reason = " ".join((reason or (named.group(2) if named else message)).split())
+
+
+# The URL schemes each connection variable may use: what the installed clients can connect with.
+DATABASE_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "sqlite")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel", "amqp", "amqps", "pyamqp", "filesystem", "memory")
+HTTP_SCHEMES = ("http", "https")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_PORT = 65535
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    """A URL whose scheme is one of ``schemes`` (never echoed whole: it may hold a password)."""
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    allowed = ", ".join(f"{scheme}://" for scheme in schemes)
+    scheme, sep, _ = raw.partition("://")
+    if not sep or not scheme:
+        raise SettingsError(f"{name} must be a URL starting with one of {allowed}; got a value without a scheme")
+    if scheme.lower() not in schemes:
+        shown = scheme if len(scheme) <= 32 and scheme.isprintable() else "another"
+        raise SettingsError(f"{name} must be a URL starting with one of {allowed}; got a {shown}:// URL")
+    try:
+        urlsplit(raw).port  # reading the port validates it
+    except ValueError:
+        raise SettingsError(f"{name} has an invalid port (it must be a number from 0 to {MAX_PORT})") from None
+    return raw
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = _str(env, "LOG_LEVEL", "INFO") or "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw[:32]!r}")
+    return raw.upper()
 
 
 def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -25,16 +74,18 @@ def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str |
     return value if value else default
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = _str(env, name)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"{name} must be an integer, got {raw[:32]!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -185,21 +236,21 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         data_dir = Path(_str(env, "BEACON_DATA_DIR", "beacon-data")).resolve()
-        redis_url = _str(env, "REDIS_URL")
-        database_url = _str(env, "DATABASE_URL") or f"sqlite:///{data_dir / 'beacon.db'}"
+        redis_url = _url(env, "REDIS_URL", REDIS_SCHEMES)
+        database_url = _url(env, "DATABASE_URL", DATABASE_SCHEMES) or f"sqlite:///{data_dir / 'beacon.db'}"
         if database_url.startswith("postgres://"):  # Fly and Heroku hand out this spelling
             database_url = "postgresql://" + database_url[len("postgres://"):]
         if database_url.startswith("postgresql://"):
             database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
-        broker_url = _str(env, "CELERY_BROKER_URL") or redis_url or "filesystem://"
+        broker_url = _url(env, "CELERY_BROKER_URL", BROKER_SCHEMES) or redis_url or "filesystem://"
         admin_tokens = _list(env, "ADMIN_TOKENS") + _list(env, "ADMIN_TOKEN")
         settings = cls(
             data_dir=data_dir,
             database_url=database_url,
             redis_url=redis_url,
             broker_url=broker_url,
-            rate_limit_redis_url=_str(env, "RATE_LIMIT_REDIS_URL", redis_url),
-            port=_int(env, "PORT", 8090, minimum=1),
+            rate_limit_redis_url=_url(env, "RATE_LIMIT_REDIS_URL", REDIS_SCHEMES) or redis_url,
+            port=_int(env, "PORT", 8090, minimum=1, maximum=MAX_PORT),
             trusted_keys_file=_str(env, "TRUSTED_KEYS_FILE"),
             wallet_allowlist_file=_str(env, "WALLET_ALLOWLIST_FILE"),
             trust_enforce=_bool(env, "TRUST_ENFORCE", True),
@@ -216,7 +267,7 @@ class Settings:
             max_units_per_job=_int(env, "MAX_UNITS_PER_JOB", 500, minimum=1),
             providers_file=_str(env, "PROVIDERS_FILE"),
             questions_file=_str(env, "QUESTIONS_FILE"),
-            log_level=(_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+            log_level=_log_level(env),
             web_concurrency=_int(env, "WEB_CONCURRENCY", 2, minimum=1),
             max_unit_attempts=_int(env, "MAX_UNIT_ATTEMPTS", 5, minimum=1),
             unit_retry_base_seconds=_float(env, "UNIT_RETRY_BASE_SECONDS", 1.0, 0.0, 600.0),
@@ -234,7 +285,7 @@ class Settings:
             viewer_tokens=_list(env, "VIEWER_TOKENS"),
             production=_environment(env) == "production",
             runner_signing_key=_str(env, "RUNNER_SIGNING_KEY"),
-            ipfs_api_url=(_str(env, "IPFS_API_URL") or "").rstrip("/") or None,
+            ipfs_api_url=(_url(env, "IPFS_API_URL", HTTP_SCHEMES) or "").rstrip("/") or None,
             ipfs_timeout_seconds=_float(env, "IPFS_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
             pin_retry_base_seconds=_float(env, "PIN_RETRY_BASE_SECONDS", 30.0, 0.0, 86400.0),
             pin_retry_max_seconds=_float(env, "PIN_RETRY_MAX_SECONDS", 3600.0, 0.0, 7 * 86400.0),
@@ -246,8 +297,8 @@ class Settings:
             sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.2, 0.0, 1.0),
             sentry_send_pii=_bool(env, "SENTRY_SEND_PII", False),
             sentry_release=_str(env, "SENTRY_RELEASE") or _str(env, "FLY_IMAGE_REF") or __version__,
-            metrics_port=_int(env, "METRICS_PORT", 9091),
-            flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1),
+            metrics_port=_int(env, "METRICS_PORT", 9091, maximum=MAX_PORT),
+            flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1, maximum=MAX_PORT),
             flower_basic_auth=_basic_auth(env, "FLOWER_BASIC_AUTH"),
         )
         if settings.production and not settings.runner_signing_key:

@@ -1,17 +1,37 @@
 """The ``beacon`` command: the entry point of every role and tool.
 
-Each area has its own module of subcommands; this one assembles the group.
+Each area has its own module of subcommands; this one assembles the group. Before any
+subcommand runs, the configuration is read once: a variable with an unusable value stops the
+command with one line, ``Error: <VARIABLE>: <reason>``, on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
+import sys
+
 import click
+
+EXIT_CONFIGURATION = 2  # click's status for a usage error; a bad variable is one too
+
+
+def check_configuration() -> None:
+    """Read the settings from the environment; exit 2 with one line naming the bad variable."""
+    from beacon.settings import Settings, SettingsError
+
+    try:
+        Settings.from_env()  # not get_settings(): nothing is cached for the command to reuse stale
+    except SettingsError as exc:
+        click.echo(f"Error: {exc.variable}: {exc.reason}", err=True)
+        sys.exit(EXIT_CONFIGURATION)
 
 
 @click.group()
 @click.version_option(package_name="beacon-runner")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Beacon Runner: signed multi-region AI benchmark jobs."""
+    if not ctx.resilient_parsing and "--help" not in sys.argv[1:]:
+        check_configuration()
 
 
 from beacon.cli import admin, demo, evidence, keys, observability, roles  # noqa: E402  (each module adds its commands to main)

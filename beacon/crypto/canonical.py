@@ -162,6 +162,9 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads(text: str | bytes) -> Any:
-    """Decode JSON so that canonical_json re-encodes numbers as the Go runner does."""
-    return json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant)
+def loads(text: str | bytes, **hooks: Any) -> Any:
+    """Decode JSON so that canonical_json re-encodes numbers as the Go runner does.
+
+    ``hooks`` go to ``json.loads`` (e.g. ``object_pairs_hook``, ``parse_float``).
+    """
+    return json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant, **hooks)

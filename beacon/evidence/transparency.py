@@ -30,6 +30,7 @@ from beacon.db import insert_ignore
 from beacon.errors import Corrupt, ValidationError
 from beacon.evidence import merkle
 from beacon.evidence.identity import TREE_HEAD_KIND, RunnerIdentity, verify_runner_document
+from beacon.ids import bigint
 from beacon.models import TransparencyEntry, TransparencyHead
 from beacon.timeutil import isoformat, utcnow
 
@@ -143,9 +144,10 @@ def parse_size(raw: str | None, name: str, default: int | None = None) -> int:
         if default is None:
             raise ValidationError(f"{name} is required", name, missing=True)
         return default
-    if not raw.isdigit():
-        raise ValidationError(f"{name} must be a non-negative integer, got {raw!r}", name)
-    return int(raw)
+    size = bigint(raw)  # plain ASCII digits below 2**63: "²" passes str.isdigit but not int()
+    if size is None:
+        raise ValidationError(f"{name} must be a non-negative integer below 2**63, got {raw[:32]!r}", name)
+    return size
 
 
 def inclusion(session: Session, index: int, tree_size: int | None = None) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from beacon.crypto.canonical import loads
 from beacon.crypto.signing import Verified, canonical_public_key, verify
 from beacon.db import Database
 from beacon.errors import (
@@ -38,8 +37,10 @@ from beacon.errors import (
     UnsupportedMedia,
     ValidationError,
 )
-from beacon.ingest.jobspec import JOB_ID, JobSpec, parse_jobspec
+from beacon.ids import is_job_id
+from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.ratelimit import SignatureFailureLimiter
+from beacon.ingest.rawjson import parse_body
 from beacon.ingest.trust import TrustStore
 from beacon.ingest.wallet import WalletAuthInvalid, verify_wallet_auth
 from beacon.messaging.celery_app import JOBS_QUEUE, RUN_JOB
@@ -54,6 +55,7 @@ from beacon.timeutil import parse_rfc3339, utcnow
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
+_IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 # Built once: the hot path only binds values (Core statements on the tables, no ORM flush).
 INSERT_JOB = insert(Job.__table__)
 INSERT_NONCE = insert(Nonce.__table__)
@@ -101,12 +103,16 @@ def _has_proto_key(value: Any) -> bool:
 
 
 def decode_json(raw: bytes) -> Any:
-    try:
-        return loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise Invalid("invalid_json", "request body is not UTF-8") from None
-    except ValueError as exc:
-        raise Invalid("invalid_json", f"request body is not valid JSON: {exc}") from None
+    """The JSON value of a raw request body, hostile bodies refused (``beacon.ingest.rawjson``)."""
+    return parse_body(raw)
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """1 to 256 printable ASCII characters (it is a varchar primary key; no NUL, no control bytes)."""
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValidationError(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters", "Idempotency-Key"
+        )
 
 
 def require_json_content_type(content_type: str | None) -> None:
@@ -209,10 +215,7 @@ class Ingestor:
         schema = self.parse(doc)
         if _has_proto_key(doc):
             raise ValidationError("a __proto__ key is never covered by a portal signature", "__proto__")
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise ValidationError(
-                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters", "Idempotency-Key"
-            )
+        check_idempotency_key(idempotency_key)
         limited = self.limiter.blocked(client_ip, _key_name(schema.public_key))
         if limited:
             raise RateLimited("rate_limit_exceeded", "too many signature failures; try again in a minute",
@@ -231,7 +234,7 @@ class Ingestor:
         return Submission(
             spec=spec, verified=verified, public_key=canonical_public_key(public_key),
             signed_text=form.render(projection, signature, public_key),
-            signed_id=signed_id or None, offered_id=offered if offered and JOB_ID.fullmatch(str(offered)) else None,
+            signed_id=signed_id or None, offered_id=offered if is_job_id(offered) else None,
             wallet=wallet, requested=requested,
         )
 

@@ -2,7 +2,8 @@
 
 A signed cancel body is ``{"action": "cancel", "job_id", "timestamp", "public_key",
 "signature"}``, signed like a JobSpec (canonical JSON with ``signature`` and ``public_key``
-blank), with a timestamp inside the ingest window.
+blank), with a timestamp inside the ingest window. Either way the body may carry a ``reason``:
+a string of at most ``MAX_REASON_CHARS`` characters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from beacon.operations.access import Actor, bearer_token, require_role
 from beacon.settings import Settings
 
 CANCEL_FIELDS = {"action", "job_id", "timestamp", "reason", "public_key", "signature"}
+MAX_REASON_CHARS = 1000
 
 
 def authorize_cancel(settings: Settings, job: Job, authorization: str | None, body: Any) -> Actor:
@@ -43,3 +45,17 @@ def authorize_cancel(settings: Settings, job: Job, authorization: str | None, bo
         raise Forbidden("forbidden", "only the key that submitted the job may cancel it")
     check_timestamp_window(settings, body.get("timestamp"))
     return Actor.for_key(job.public_key)
+
+
+def cancel_reason(body: Any, actor: Actor) -> str:
+    """The stated reason of an authorised cancel (``actor`` names the default); 400 for a bad body."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise Invalid("validation_error", "the cancel body must be a JSON object, e.g. {\"reason\": \"...\"}")
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or "\x00" in reason):
+        raise Invalid("validation_error",
+                      f"reason must be a string of at most {MAX_REASON_CHARS} characters, without U+0000",
+                       {"field": "reason"})
+    return reason or f"cancelled by {actor.kind}"

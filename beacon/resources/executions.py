@@ -7,7 +7,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from beacon.errors import ValidationError, not_found
+from beacon.errors import NotFound, ValidationError, not_found
+from beacon.ids import bigint
+from beacon.ids import execution_id as parse_execution_id
 from beacon.models import Execution
 from beacon.timeutil import isoformat
 
@@ -44,10 +46,10 @@ def job_executions(session: Session, job_id: str) -> list[dict[str, Any]]:
 
 
 def get_execution(session: Session, execution_id: str) -> Execution:
-    try:
-        ident = int(execution_id)
-    except ValueError:
-        raise not_found("execution", execution_id) from None
+    """The execution, or 404; an id that is not a positive bigint is answered without a query."""
+    ident = parse_execution_id(execution_id)
+    if ident is None:
+        raise NotFound("not_found", "execution not found: not an execution id")
     execution = session.get(Execution, ident)
     if execution is None:
         raise not_found("execution", execution_id)
@@ -58,9 +60,10 @@ def list_executions(session: Session, limit: int, cursor: str | None) -> dict[st
     """Newest first; the cursor is the last id of the previous page."""
     query = select(Execution).order_by(Execution.id.desc()).limit(limit + 1)
     if cursor:
-        if not cursor.isdigit():
+        last = bigint(cursor)
+        if last is None:
             raise ValidationError("cursor is not one this API returned", "cursor")
-        query = query.where(Execution.id < int(cursor))
+        query = query.where(Execution.id < last)
     rows = list(session.scalars(query))
     more = len(rows) > limit
     rows = rows[:limit]

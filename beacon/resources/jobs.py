@@ -12,11 +12,13 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from beacon.crypto.canonical import loads
-from beacon.errors import InvalidState, ValidationError, not_found
+from beacon.errors import InvalidState, NotFound, ValidationError, not_found
+from beacon.ids import is_job_id
 from beacon.models import Execution, Job
 from beacon.timeutil import isoformat, parse_rfc3339
 
 MAX_PAGE = 200
+MAX_CURSOR_LENGTH = 512  # encode_cursor writes about 100 characters
 
 
 def encode_cursor(created_at: datetime, ident: Any) -> str:
@@ -24,13 +26,23 @@ def encode_cursor(created_at: datetime, ident: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, Any]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, job id) of a cursor ``encode_cursor`` wrote; 400 for anything else."""
+    refused = ValidationError("cursor is not one this API returned", "cursor")
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise refused
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, ident = json.loads(raw)
-        return parse_rfc3339(stamp), ident
-    except (binascii.Error, ValueError, TypeError):
-        raise ValidationError("cursor is not one this API returned", "cursor") from None
+        decoded = json.loads(raw)  # at most 384 bytes: too short to nest deep enough to hurt
+    except (binascii.Error, ValueError, RecursionError):  # ValueError: not ASCII, not UTF-8, not JSON
+        raise refused from None
+    if not (isinstance(decoded, list) and len(decoded) == 2 and isinstance(decoded[0], str)
+            and is_job_id(decoded[1])):
+        raise refused
+    try:
+        return parse_rfc3339(decoded[0]), decoded[1]
+    except ValueError:  # not a time, or one that overflows
+        raise refused from None
 
 
 def page_limit(raw: str | None, default: int = 50) -> int:
@@ -81,6 +93,9 @@ def job_resource(job: Job, counts: dict[str, int]) -> dict[str, Any]:
 
 
 def get_job(session: Session, job_id: str) -> Job:
+    """The job, or 404; an id no job can have (``beacon.ids``) is answered without a query."""
+    if not is_job_id(job_id):
+        raise NotFound("not_found", "job not found: not a job id")
     job = session.get(Job, job_id)
     if job is None:
         raise not_found("job", job_id)

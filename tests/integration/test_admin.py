@@ -109,7 +109,7 @@ def admin_log():
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("beacon.operations.admin")
+    logger = logging.getLogger("beacon.operations")  # access (who did it) and admin (refusals)
     logger.addHandler(handler)
     yield records
     logger.removeHandler(handler)
