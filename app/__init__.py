@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app import admin, errors, evidence, health, jobs, live, openapi, ops
+from app import admin, browser, client, errors, evidence, health, jobs, live, openapi, ops, ratelimit
 from app.services import Services
 from beacon.logs import configure_logging
 from beacon.observability.sentry import init_sentry
@@ -25,4 +25,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(flask_app)
     for module in BLUEPRINT_MODULES:
         flask_app.register_blueprint(module.bp)
+    # After the blueprints: ops' request hooks (request id) run before the rate limit's.
+    client.init_app(flask_app, settings)
+    ratelimit.init_app(flask_app, settings)
+    browser.init_app(flask_app, settings)
     return flask_app

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from app.client import client_address
 from app.openapi import PAGE, error_responses, json_response, path_param, query_param
 from app.services import services
 from beacon.execution import engine
@@ -137,7 +138,7 @@ def submit_job():
     require_json_content_type(request.headers.get("Content-Type"))
     accepted = services().ingestor.submit(
         request.get_data(cache=False),
-        request.remote_addr or "unknown",
+        client_address(),
         request.headers.get("Idempotency-Key"),
     )
     if not accepted.created:
@@ -151,7 +152,7 @@ def submit_cross_region_job():
     require_json_content_type(request.headers.get("Content-Type"))
     accepted = services().ingestor.submit_cross_region(
         request.get_data(cache=False),
-        request.remote_addr or "unknown",
+        client_address(),
         request.headers.get("Idempotency-Key"),
     )
     spec = accepted.spec

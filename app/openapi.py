@@ -5,6 +5,7 @@ Each blueprint module documents its own routes in ``OPENAPI``; shared schemas li
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import Blueprint, jsonify
@@ -163,6 +164,42 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "Retry-After": {"description": "seconds until the client may try again", "schema": {"type": "integer"}},
+    "X-RateLimit-Limit": {"description": "requests a client may make in the window", "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "requests left in the window", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix time at which the window has room again", "schema": {"type": "integer"}},
+}
+RATE_LIMIT_EXCEEDED = "over RATE_LIMIT_DEFAULT (per client, whole API); wait Retry-After seconds"
+RATE_LIMITED = {
+    "description": f"error envelope, error_code rate_limit_exceeded: {RATE_LIMIT_EXCEEDED}",
+    "headers": RATE_LIMIT_HEADERS,
+    "content": {"application/json": {"schema": ERROR}},
+}
+
+
+def with_rate_limit(paths: dict[str, Any], exempt: frozenset[str]) -> dict[str, Any]:
+    """``paths`` with the API rate limit's 429 on every operation it counts (all but ``exempt`` paths).
+
+    An operation that documents a 429 of its own (ingest's signature-failure limit) keeps its
+    description, extended, and gains the headers.
+    """
+    paths = copy.deepcopy(paths)
+    for path, operations in paths.items():
+        if path in exempt:
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            own = responses.get("429")
+            if own is None:
+                responses["429"] = copy.deepcopy(RATE_LIMITED)
+            else:
+                own["description"] = (f"{own['description']}, error_code rate_limit_exceeded: this operation's "
+                                      f"own limit, or {RATE_LIMIT_EXCEEDED}")
+                own["headers"] = copy.deepcopy(RATE_LIMIT_HEADERS)
+    return paths
+
+
 OPENAPI = {
     "/openapi.json": {
         "get": {"summary": "This document", "responses": {"200": json_response({"type": "object"}, "OpenAPI 3.1")}},
@@ -173,10 +210,12 @@ OPENAPI = {
 def document() -> dict[str, Any]:
     """Every registered blueprint module's ``OPENAPI`` paths (Flask's <name> written {name})."""
     from app import BLUEPRINT_MODULES
+    from app.ratelimit import EXEMPT_RULES
 
     paths: dict[str, Any] = {}
     for module in BLUEPRINT_MODULES:
         paths.update(module.OPENAPI)
+    paths = with_rate_limit(paths, EXEMPT_RULES)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Beacon Runner API", "version": __version__},

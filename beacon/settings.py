@@ -7,6 +7,7 @@ Celery transport in one data directory).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -139,6 +140,87 @@ def _basic_auth(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return _list(env, name)
 
 
+_WILD_LABEL = re.compile(r"[a-z0-9*-]+")
+_ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>\[[0-9a-f:.]+\]|[a-z0-9.*-]+)(?::(?P<port>[0-9]{1,5}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(name: str, raw: str) -> str:
+    """One CORS origin, normalised (lower case, no default port); ``*`` stands for one DNS label (or part of one).
+
+    ``https://*.netlify.app`` and ``https://deploy-preview-*--site.netlify.app`` are accepted;
+    the scheme and port are exact, and the last two labels must be literal, so a wildcard
+    never stands for a registrable domain.
+    """
+    value = raw.strip().lower()
+    found = _ORIGIN.fullmatch(value)
+    if not found:
+        raise SettingsError(
+            f"{name}: {raw!r} is not an origin; write scheme://host[:port] (http or https, no path, "
+            "no trailing slash), e.g. https://projectbeacon.netlify.app"
+        )
+    scheme, host, port = found["scheme"], found["host"], found["port"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise SettingsError(f"{name}: {raw!r} has an invalid IPv6 address") from None
+    else:
+        labels = host.split(".")
+        if not all(_WILD_LABEL.fullmatch(label) for label in labels) or "**" in host:
+            raise SettingsError(f"{name}: {raw!r} has an empty or invalid host label")
+        if "*" in host and (len(labels) < 3 or any("*" in label for label in labels[-2:])):
+            raise SettingsError(
+                f"{name}: {raw!r}: a wildcard may only stand for a label left of a literal domain of at "
+                "least two labels (e.g. https://*.example.org)"
+            )
+    if port is not None:
+        number = int(port)
+        if not 1 <= number <= 65535:
+            raise SettingsError(f"{name}: {raw!r} has an invalid port")
+        port = None if number == _DEFAULT_PORTS[scheme] else str(number)
+    return f"{scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma list of browser origins (see :func:`_origin`), duplicates dropped, order kept."""
+    return tuple(dict.fromkeys(_origin(name, item) for item in _list(env, name)))
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma list of CIDRs (``172.16.0.0/12,fdaa::/16``); a bare address is a /32 or /128."""
+    networks = []
+    for item in _list(env, name):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {item!r} is not a network in CIDR notation ({exc})") from None
+    return tuple(networks)
+
+
+def _header_name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _str(env, name, default) or default
+    if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+        raise SettingsError(f"{name} must be an HTTP header name (letters, digits, '-'), got {value!r}")
+    return value
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A Flask-Limiter rate limit string (``600/minute``, ``10/second;600/minute``); ``off`` is None."""
+    from limits import parse_many
+
+    value = _str(env, name, default) or default
+    if value.lower() == "off":
+        return None
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise SettingsError(f"{name} must be a rate such as 600/minute (or off), got {value!r}")
+    return value
+
+
 def _thresholds(env: Mapping[str, str]) -> tuple[float, float, float]:
     """(high divergence, medium divergence, similarity) for ``beacon.execution.analysis.Thresholds``."""
     values = []
@@ -226,6 +308,11 @@ class Settings:
     metrics_port: int = 9091
     flower_port: int = 5555
     flower_basic_auth: tuple[str, ...] = field(repr=False, default=())
+    # Browser access: CORS, the per-client API rate limit, the client address behind a proxy.
+    cors_allowed_origins: tuple[str, ...] = ()
+    rate_limit_default: str | None = "600/minute"
+    trusted_proxy_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    trusted_proxy_header: str = "Fly-Client-IP"
 
     @property
     def embedded(self) -> bool:
@@ -300,6 +387,10 @@ class Settings:
             metrics_port=_int(env, "METRICS_PORT", 9091, maximum=MAX_PORT),
             flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1, maximum=MAX_PORT),
             flower_basic_auth=_basic_auth(env, "FLOWER_BASIC_AUTH"),
+            cors_allowed_origins=_origins(env, "CORS_ALLOWED_ORIGINS"),
+            rate_limit_default=_rate_limit(env, "RATE_LIMIT_DEFAULT", "600/minute"),
+            trusted_proxy_cidrs=_networks(env, "TRUSTED_PROXY_CIDRS"),
+            trusted_proxy_header=_header_name(env, "TRUSTED_PROXY_HEADER", "Fly-Client-IP"),
         )
         if settings.production and not settings.runner_signing_key:
             raise SettingsError(

@@ -25,9 +25,11 @@ def redis_db(number: int) -> str:
 
 
 def beacon_env(database_url: str, work: Path, trusted: Path, **extra: str) -> dict[str, str]:
-    """The settings every bench process of Beacon runs with (fresh Redis databases 15 and 14)."""
+    """The settings every bench process of Beacon runs with (fresh Redis databases 15 and 14; the API
+    rate limit off, or it would be what the bench measures)."""
     return {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15), "RATE_LIMIT_REDIS_URL": redis_db(14),
-            "TRUSTED_KEYS_FILE": str(trusted), "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING", **extra}
+            "TRUSTED_KEYS_FILE": str(trusted), "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT_DEFAULT": "off", **extra}
 
 
 def trusted_key_file(work: Path, key: KeyPair) -> Path:

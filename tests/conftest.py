@@ -68,10 +68,11 @@ def trusted_keys_file(tmp_path: Path, keypair: KeyPair) -> Path:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings from an environment dict; BEACON_DATA_DIR defaults to the test's tmp dir."""
+    """Settings from an environment dict; BEACON_DATA_DIR defaults to the test's tmp dir, and the API
+    rate limit is off (RATE_LIMIT_DEFAULT=off) unless a test of the limit itself sets it."""
 
     def build(**env: Any) -> Settings:
-        values = {"BEACON_DATA_DIR": str(tmp_path / "data")}
+        values = {"BEACON_DATA_DIR": str(tmp_path / "data"), "RATE_LIMIT_DEFAULT": "off"}
         values.update({k: str(v) for k, v in env.items() if v is not None})
         return Settings.from_env(values)
 

@@ -72,6 +72,7 @@ class Stack:
             "UNIT_LEASE_MARGIN_SECONDS": "1",
             "PENDING_REDISPATCH_SECONDS": "1",
             "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT_DEFAULT": "off",  # the API rate limit has its own tests
             **(extra_env or {}),
         }
         self.settings = Settings.from_env(self.env)

@@ -259,7 +259,7 @@ class ApiProcess:
         import os
         import sys
 
-        self.env = {**os.environ, **env}
+        self.env = {**os.environ, "RATE_LIMIT_DEFAULT": "off", **env}  # the API rate limit has its own tests
         self.log_path = log_path
         self.port = spare_port()
         self.url = f"http://127.0.0.1:{self.port}"
