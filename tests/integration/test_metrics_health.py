@@ -22,6 +22,7 @@ from beacon.settings import Settings
 from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
 from tests.factories import body, make_spec
+from tests.stack import purge
 from tests.support import (
     ApiProcess,
     OwnRedis,
@@ -64,6 +65,7 @@ class Processes:
                                     "metrics")
 
     def start(self) -> None:
+        purge(self.env["CELERY_BROKER_URL"])  # messages an earlier module left must not reach this worker
         run_together(self.api.start, lambda: self.worker.start(make_celery(Settings.from_env(self.env))))
 
     def stop(self) -> None:
