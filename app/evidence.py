@@ -66,13 +66,14 @@ def _diffs(session: Session, job_id: str, analysis: dict, pair: tuple[str, str])
     return out
 
 
-def _diff_view(job_id: str):
+def _diff_view(job_id: str, go_metrics: bool = False):
     svc = services()
     with svc.db.session() as session:
         job = jobs.get_job(session, job_id)
         portal_analysis.require_analysis(job)
-        # The Go runner's four numbers beside the analysis document: the portal's diff page reads them there.
-        analysis = {**job.analysis, **portal_analysis.go_metrics(session, svc.settings, job)}
+        analysis = job.analysis  # exactly as sealed in the bundle
+        if go_metrics:  # the Go runner's numbers beside it, where the portal's diff page reads them
+            analysis = {**analysis, **portal_analysis.go_metrics(session, svc.settings, job)}
         body: dict[str, Any] = {"job_id": job.id, "status": job.status, "generation": job.generation,
                                 "analysis": analysis}
         if request.args.get("pair") is not None:
@@ -92,8 +93,9 @@ def job_diff(job_id: str):
 @bp.route("/api/v1/executions/<job_id>/cross-region-diff", methods=["GET", "POST"])
 def cross_region_diff(job_id: str):
     """The Go runner's path for the same document (its <id> is the job id). POST (the portal's
-    "create") answers the same: the analysis is made once per generation, at finalisation."""
-    return _diff_view(job_id)
+    "create") answers the same: the analysis is made once per generation, at finalisation. Its
+    ``analysis`` carries the Go runner's four numbers too, where the portal reads them."""
+    return _diff_view(job_id, go_metrics=True)
 
 
 # --------------------------------------------------------------------------- receipts, bundles, identity
@@ -216,8 +218,9 @@ _DIFF_PARAMS = [
 _DIFF = json_response({"type": "object", "properties": {
     "job_id": {"type": "string"}, "status": {"type": "string"}, "generation": {"type": "integer"},
     "analysis": {"type": "object", "description": (
-        "see docs/analysis.md; with the Go runner's bias_variance, censorship_rate, factual_consistency, "
-        "narrative_divergence and recommendation beside it (the v2 bias analysis's numbers)")},
+        "see docs/analysis.md, exactly as sealed in the bundle; on the Go runner's path "
+        "(/api/v1/executions/{job_id}/cross-region-diff) with its bias_variance, censorship_rate, "
+        "factual_consistency, narrative_divergence and recommendation beside it (the v2 bias analysis's numbers)")},
     "executions": {"type": "array", "description": (
         "the job's units, each with Go's provider_id and output_data {response, bias_score, metadata.model}"),
         "items": {"$ref": "#/components/schemas/Execution"}},
