@@ -10,6 +10,7 @@ from app.openapi import PAGE, error_responses, json_response, path_param, query_
 from app.services import services
 from beacon.errors import InvalidState, ValidationError
 from beacon.execution import engine
+from beacon.execution.bias import score_answer
 from beacon.ingest.ingestor import decode_json, require_json_content_type
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.outbox import celery_publisher
@@ -192,6 +193,8 @@ OPENAPI: dict[str, dict[str, Any]] = {
     "/api/v1/executions/{execution_id}/bias-score": {
         "get": {
             "summary": "The answer's bias score, computed when it was recorded (docs/analysis.md)",
+            "description": "stored is false for an answer recorded before scores existed: its score is computed "
+                           "now by the same rule. 409 while the unit has no recorded answer.",
             "parameters": [path_param("execution_id", "the execution id")],
             "responses": {"200": json_response({"$ref": "#/components/schemas/BiasScore"}, "the score"),
                           **error_responses(404, 409)},
@@ -301,7 +304,8 @@ def cancel_job(job_id: str):
         session.expunge(job)
     actor = authorize_cancel(svc.settings, svc.db, svc.trust, svc.ingestor.wallet_allowlist, job,
                              request.headers.get("Authorization"), body)
-    reason = (body or {}).get("reason") or f"cancelled by {actor.kind}"
+    reason = body.get("reason") if isinstance(body, dict) else None
+    reason = reason[:500] if isinstance(reason, str) and reason else f"cancelled by {actor.kind}"
     before, units = engine.end_job(svc.db, svc.settings, job_id, status="cancelled", reason=reason, action="cancel")
     return jsonify({"id": job_id, "status": "cancelled", "previous_status": before, "units_cancelled": units})
 
@@ -355,12 +359,15 @@ def execution_details(execution_id: str):
 def bias_score(execution_id: str):
     with services().db.session() as session:
         execution = executions.get_execution(session, execution_id)
-        if execution.bias_score is None:
+        score, stored = execution.bias_score, True
+        if score is None and execution.status == "completed" and execution.output is not None:
+            score, stored = score_answer(execution.output, execution.classification), False  # recorded before scores
+        if score is None:
             raise InvalidState("invalid_state", f"execution {execution.id} has no recorded answer to score "
                                f"(it is {execution.status})", {"status": execution.status})
         return jsonify({"execution_id": execution.id, "job_id": execution.job_id, "region": execution.region,
-                        "model_id": execution.model_id, "question_id": execution.question_id,
-                        **execution.bias_score})
+                        "model_id": execution.model_id, "question_id": execution.question_id, **score,
+                        "stored": stored})
 
 
 @bp.get("/questions")

@@ -35,7 +35,7 @@ def retry(settings: Settings, db: Database, trust: TrustStore, wallet_allowlist:
         if execution_id is not None and signed != execution_id:
             raise ValidationError(f"a signed retry of execution {execution_id} must say execution_id {execution_id}",
                                   "execution_id", missing=signed is None)
-    reason = (body or {}).get("reason") if isinstance(body, dict) else None
+    reason = body.get("reason") if isinstance(body, dict) and isinstance(body.get("reason"), str) else None
     scope = f"execution {execution_id}" if execution_id is not None else "every failed or timed-out unit"
     started = engine.start_generation(
         db, settings, job.id, None if execution_id is None else [execution_id],

@@ -299,3 +299,26 @@ class _closing:
 
     def __exit__(self, *exc) -> None:
         self.router.close()
+
+
+def test_answers_recorded_before_scores_are_scored_by_the_same_rule(pg_settings, keypair):
+    """Rows recorded without a stored score (before migration 0005) are scored on read."""
+    from app import create_app
+    from tests.factories import seed_answered_job
+    from tests.support import serve_wsgi
+
+    db = database_for(pg_settings.database_url)
+    job_id = seed_answered_job(db, pg_settings, keypair, ["tiananmen_neutral"])
+    assert engine.finalize_job(db, pg_settings, job_id) == "completed"
+    with serve_wsgi(create_app(pg_settings)) as base, db.session() as session:
+        rows = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
+        assert all(r.bias_score is None for r in rows)
+        for row in rows:
+            served = requests.get(f"{base}/api/v1/executions/{row.id}/bias-score", timeout=10).json()
+            assert served["stored"] is False
+            assert {k: served[k] for k in score_answer("")} == score_answer(row.output, row.classification)
+        v2 = requests.get(f"{base}/api/v2/jobs/{job_id}/bias-analysis", timeout=10).json()
+        units = [{"region": r.region, "model_id": r.model_id, "question_id": r.question_id, "status": r.status,
+                  "classification": r.classification, "output": r.output, "provider": r.provider} for r in rows]
+        assert v2["analysis"] == job_bias_analysis(units, Thresholds(*pg_settings.analysis_thresholds))["analysis"]
+        assert v2["region_scores"]["asia_pacific"]["censorship_detected"] is True
