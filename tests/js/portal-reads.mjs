@@ -340,6 +340,17 @@ async function getCrossRegionDiff(jobId) {
     } catch {}
   }
   diffSource = 'fallback_construction';
+  try {
+    return await constructFromExecutions(jobId, encodedId);
+  } catch (fallbackError) {
+    return {
+      job_id: jobId, error: true, message: 'Cross-region diff data unavailable', details: fallbackError.message,
+      timestamp: new Date().toISOString(),
+    };
+  }
+}
+
+async function constructFromExecutions(jobId, encodedId) {
   const executionsResponse = await runnerFetch(`/jobs/${encodedId}/executions/all`);
   const executions = executionsResponse?.executions;
   if (!executions) throw new Error('No execution data available');
