@@ -18,7 +18,10 @@ from beacon.evidence.receipts import receipt_text
 from beacon.execution.analysis import unified_diff
 from beacon.execution.engine import execution_dict
 from beacon.models import Bundle, Execution, TransparencyEntry
+from beacon.resources import analysis as portal_analysis
 from beacon.resources import jobs
+from beacon.resources.executions import get_execution
+from beacon.timeutil import isoformat
 
 bp = Blueprint("evidence", __name__)
 
@@ -63,16 +66,22 @@ def _diffs(session: Session, job_id: str, analysis: dict, pair: tuple[str, str])
     return out
 
 
-def _diff_view(job_id: str):
-    with services().db.session() as session:
+def _diff_view(job_id: str, go_metrics: bool = False):
+    svc = services()
+    with svc.db.session() as session:
         job = jobs.get_job(session, job_id)
-        if job.analysis is None:
-            raise InvalidState("invalid_state", f"job {job_id} has no cross-region analysis yet (it is {job.status})",
-                           {"status": job.status})
-        body: dict[str, Any] = {"job_id": job.id, "status": job.status, "analysis": job.analysis}
+        portal_analysis.require_analysis(job)
+        analysis = job.analysis  # exactly as sealed in the bundle
+        if go_metrics:  # the Go runner's numbers beside it, where the portal's diff page reads them
+            analysis = {**analysis, **portal_analysis.go_metrics(session, svc.settings, job)}
+        body: dict[str, Any] = {"job_id": job.id, "status": job.status, "generation": job.generation,
+                                "analysis": analysis}
         if request.args.get("pair") is not None:
             pair = _pair(request.args["pair"], job.analysis["summary"]["regions_seen"])
             body.update(pair=list(pair), diffs=_diffs(session, job.id, job.analysis, pair))
+        executions = portal_analysis.diff_executions(session, job.id)
+        body.update(executions=executions, total_regions=len({e["region"] for e in executions}),
+                    generated_at=isoformat(job.finished_at))
     return jsonify(body)
 
 
@@ -81,10 +90,12 @@ def job_diff(job_id: str):
     return _diff_view(job_id)
 
 
-@bp.get("/api/v1/executions/<job_id>/cross-region-diff")
+@bp.route("/api/v1/executions/<job_id>/cross-region-diff", methods=["GET", "POST"])
 def cross_region_diff(job_id: str):
-    """The Go runner's path for the same document (its <id> is the job id)."""
-    return _diff_view(job_id)
+    """The Go runner's path for the same document (its <id> is the job id). POST (the portal's
+    "create") answers the same: the analysis is made once per generation, at finalisation. Its
+    ``analysis`` carries the Go runner's four numbers too, where the portal reads them."""
+    return _diff_view(job_id, go_metrics=True)
 
 
 # --------------------------------------------------------------------------- receipts, bundles, identity
@@ -155,12 +166,32 @@ def transparency_root():
         return jsonify(transparency.current_tree_head(session, runner_identity(svc.settings)))
 
 
+def _entry_index(session: Session) -> int:
+    """The log index ``index``, ``execution_id`` (its job's latest bundle) or ``ipfs_cid`` (a bundle) names."""
+    execution_id, cid = request.args.get("execution_id"), request.args.get("ipfs_cid")
+    if execution_id in (None, "") and cid in (None, ""):
+        return transparency.parse_size(request.args.get("index"), "index")
+    if execution_id not in (None, ""):
+        execution = get_execution(session, execution_id)
+        bundle = bundles.job_bundle(session, execution.job_id)
+        if bundle is None:
+            job = jobs.get_job(session, execution.job_id)
+            raise InvalidState("invalid_state", f"execution {execution.id}'s job has no evidence bundle yet "
+                               f"(it is {job.status})", {"status": job.status})
+    else:
+        bundle = bundles.find_bundle(session, cid)
+    entry = session.scalars(select(TransparencyEntry).where(TransparencyEntry.bundle_cid == bundle.cid)).first()
+    if entry is None:
+        raise not_found("transparency entry of bundle", bundle.cid)
+    return entry.leaf_index
+
+
 @bp.get("/api/v1/transparency/proof")
 def transparency_proof():
-    index = transparency.parse_size(request.args.get("index"), "index")
     raw_size = request.args.get("tree_size")
     tree_size = None if raw_size in (None, "") else transparency.parse_size(raw_size, "tree_size")
     with services().db.session() as session:
+        index = _entry_index(session)
         return jsonify(transparency.inclusion(session, index, tree_size))
 
 
@@ -185,8 +216,15 @@ _DIFF_PARAMS = [
     query_param("model_id", {"type": "string"}, "with pair: only this model"),
 ]
 _DIFF = json_response({"type": "object", "properties": {
-    "job_id": {"type": "string"}, "status": {"type": "string"},
-    "analysis": {"type": "object", "description": "see docs/analysis.md"},
+    "job_id": {"type": "string"}, "status": {"type": "string"}, "generation": {"type": "integer"},
+    "analysis": {"type": "object", "description": (
+        "see docs/analysis.md, exactly as sealed in the bundle; on the Go runner's path "
+        "(/api/v1/executions/{job_id}/cross-region-diff) with its bias_variance, censorship_rate, "
+        "factual_consistency, narrative_divergence and recommendation beside it (the v2 bias analysis's numbers)")},
+    "executions": {"type": "array", "description": (
+        "the job's units, each with Go's provider_id and output_data {response, bias_score, metadata.model}"),
+        "items": {"$ref": "#/components/schemas/Execution"}},
+    "total_regions": {"type": "integer"}, "generated_at": {"type": "string", "format": "date-time"},
     "pair": {"type": "array", "items": {"type": "string"}},
     "diffs": {"type": "array", "items": {"type": "object", "properties": {
         "question_id": {"type": "string"}, "model_id": {"type": "string"}, "identical": {"type": "boolean"},
@@ -200,11 +238,19 @@ OPENAPI: dict[str, dict[str, Any]] = {
         "parameters": [path_param("job_id", "the JobSpec id"), *_DIFF_PARAMS],
         "responses": {"200": _DIFF, **error_responses(400, 404, 409)},
     }},
-    "/api/v1/executions/{job_id}/cross-region-diff": {"get": {
-        "summary": "The Go runner's path for /api/v1/jobs/{job_id}/diff (the id is the job id)",
-        "parameters": [path_param("job_id", "the JobSpec id"), *_DIFF_PARAMS],
-        "responses": {"200": _DIFF, **error_responses(400, 404, 409)},
-    }},
+    "/api/v1/executions/{job_id}/cross-region-diff": {
+        "get": {
+            "summary": "The Go runner's path for /api/v1/jobs/{job_id}/diff (the id is the job id)",
+            "parameters": [path_param("job_id", "the JobSpec id"), *_DIFF_PARAMS],
+            "responses": {"200": _DIFF, **error_responses(400, 404, 409)},
+        },
+        "post": {
+            "summary": "The portal's 'create' of the same diff: answers the GET's document (the analysis is made "
+                       "once per generation, at finalisation)",
+            "parameters": [path_param("job_id", "the JobSpec id"), *_DIFF_PARAMS],
+            "responses": {"200": _DIFF, **error_responses(400, 404, 409)},
+        },
+    },
     "/api/v1/runner/identity": {"get": {
         "summary": "The runner's public key, which signs receipts, bundles and tree heads",
         "responses": {"200": json_response({"type": "object", "properties": {
@@ -223,9 +269,11 @@ OPENAPI: dict[str, dict[str, Any]] = {
     "/api/v1/jobs/{job_id}/bundle": {"get": {
         "summary": "The job's evidence bundle: CIDs, hash, pin state and transparency entry",
         "parameters": [path_param("job_id", "the JobSpec id")],
+        "description": "The latest generation's bundle; supersedes names the CID of the one before.",
         "responses": {"200": json_response({"type": "object", "properties": {
             "cid": {"type": "string"}, "cid_v1": {"type": "string"}, "sha256": {"type": "string"},
-            "size": {"type": "integer"}, "pin": {"type": "object"}, "transparency": {"type": ["object", "null"]}}},
+            "size": {"type": "integer"}, "generation": {"type": "integer"}, "supersedes": {"type": ["string", "null"]},
+            "pin": {"type": "object"}, "transparency": {"type": ["object", "null"]}}},
             "bundle metadata"), **error_responses(404, 409)},
     }},
     "/api/v1/transparency/bundles/{cid}": {"get": {
@@ -247,15 +295,19 @@ OPENAPI: dict[str, dict[str, Any]] = {
     }},
     "/api/v1/transparency/proof": {"get": {
         "summary": "Inclusion proof of one log entry (check it with `beacon verify-proof`)",
+        "description": "Name the entry by index, or by execution_id (the entry of the latest bundle of its job: "
+                       "the latest generation), or by ipfs_cid (a bundle's CID).",
         "parameters": [
-            {**query_param("index", {"type": "integer", "minimum": 0}, "the entry's index"), "required": True},
+            query_param("index", {"type": "integer", "minimum": 0}, "the entry's index"),
+            query_param("execution_id", {"type": "integer"}, "an execution: its job's latest bundle's entry"),
+            query_param("ipfs_cid", {"type": "string"}, "a bundle CID: its entry"),
             query_param("tree_size", {"type": "integer", "minimum": 1}, "prove against this size (default: all)"),
         ],
         "responses": {"200": json_response({"type": "object", "properties": {
             "kind": {"const": "inclusion_proof"}, "leaf_index": {"type": "integer"}, "tree_size": {"type": "integer"},
             "entry": {"type": "object"}, "leaf_hash": {"type": "string"},
             "audit_path": {"type": "array", "items": {"type": "string"}}, "root_hash": {"type": "string"},
-            "tree_head": _TREE_HEAD}}, "the proof"), **error_responses(400)},
+            "tree_head": _TREE_HEAD}}, "the proof"), **error_responses(400, 404, 409)},
     }},
     "/api/v1/transparency/consistency": {"get": {
         "summary": "Consistency proof between two sizes of the log (check it with `beacon verify-proof`)",

@@ -24,6 +24,13 @@ HEALTH = {"type": "object", "properties": {
     "status": {"enum": ["ok", "degraded", "unavailable"]},
     "version": {"type": "string"},
     "checks": {"type": "object", "properties": {name: CHECK for name in ("database", "redis", "broker")}},
+    "services": {"type": "array", "description": (
+        "the Go runner's shape, which the portal reads: database, redis, broker and ipfs (the IPFS node "
+        "never changes the overall status: pins are retried)"),
+        "items": {"type": "object", "properties": {
+            "name": {"enum": ["database", "redis", "broker", "ipfs"]},
+            "status": {"enum": ["healthy", "unhealthy", "not_configured"]},
+            "latency_ms": {"type": ["number", "null"]}}}},
 }}
 LIVE = {"get": {"summary": "The process is up", "responses": {"200": json_response({"type": "object"}, "alive")}}}
 READY = {"get": {
@@ -64,6 +71,8 @@ def ready():
 @bp.get("/health")
 @bp.get("/api/v1/health")
 def full():
-    status, checks = health.report(services().settings)
-    body = {"status": status, "version": __version__, "checks": {name: c.to_dict() for name, c in checks.items()}}
+    settings = services().settings
+    status, checks = health.report(settings)
+    body = {"status": status, "version": __version__, "checks": {name: c.to_dict() for name, c in checks.items()},
+            "services": health.services({**checks, "ipfs": health.check_ipfs(settings.ipfs_api_url)})}
     return jsonify(body), 503 if status == "unavailable" else 200

@@ -103,6 +103,8 @@ SCHEMAS: dict[str, Any] = {
             "signature_form": {"type": ["string", "null"], "description": "the form the signature matched"},
             "submitter_wallet": {"type": ["string", "null"], "description": "the address wallet_auth recovered"},
             "benchmark": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "generation": {"type": "integer", "description": (
+                "1, then + 1 per manual retry; the job is finalised and sealed once per generation")},
             "requested": {"type": ["object", "null"], "description": (
                 "the cross-region wrapper's unsigned min_regions, min_success_rate, enable_analysis and "
                 "target_regions, recorded beside the verdict (which always uses the signed constraints)")},
@@ -145,6 +147,48 @@ SCHEMAS: dict[str, Any] = {
                 "description": "code (timeout | network | http_<status> | bad_response | poison), transient, "
                                "stage, region, model, provider, message",
             },
+            "created_at": {"type": "string", "format": "date-time"},
+            "ran_in_generation": {"type": "integer", "description": "the job generation whose run this row holds"},
+            "bias_score": {"oneOf": [{"$ref": "#/components/schemas/BiasScore"}, {"type": "null"}]},
+            "region_flag": {"enum": ["mismatch", "unknown", None], "description": (
+                "the hybrid router's: it served another known region (mismatch) or one we cannot map (unknown)")},
+            "provider_receipt": {"type": ["object", "null"], "description": "the hybrid router's metadata.receipt"},
+            "history": {"type": "array", "items": {"type": "object"}, "description": (
+                "present after a manual retry: the row as each earlier generation left it")},
+        },
+    },
+    "BiasScore": {
+        "type": "object",
+        "description": "The keyword-heuristic bias score of one answer (docs/analysis.md), computed when recorded.",
+        "properties": {
+            "method": {"const": "keyword_heuristic_v1"},
+            **{k: {"type": "number", "minimum": 0, "maximum": 1} for k in (
+                "bias_score", "political_sensitivity", "censorship_score", "cultural_bias", "factual_accuracy",
+                "sentiment_score")},
+            "censorship_detected": {"type": "boolean"},
+            "keyword_flags": {"type": "array", "items": {"type": "string"}},
+            "response_length": {"type": "integer"},
+        },
+    },
+    "SignedRetry": {
+        "type": "object",
+        "description": "Only without an operator token: signed by the job's key like a JobSpec.",
+        "required": ["action", "job_id", "nonce", "timestamp", "public_key", "signature"],
+        "properties": {
+            "action": {"const": "retry"}, "job_id": {"type": "string"}, "execution_id": {"type": "integer"},
+            "nonce": {"type": "string", "maxLength": 512}, "timestamp": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string"}, "public_key": {"type": "string"}, "signature": {"type": "string"},
+        },
+    },
+    "RetryStarted": {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string"}, "execution_id": {"type": ["integer", "null"]},
+            "status": {"const": "retrying"}, "job_status": {"const": "running"},
+            "previous_status": {"enum": ["completed", "failed"]}, "generation": {"type": "integer"},
+            "execution_ids": {"type": "array", "items": {"type": "integer"}}, "units": {"type": "integer"},
+            "published": {"type": "integer", "description": "messages sent now; the outbox relay sends the rest"},
+            "deadline_at": {"type": "string", "format": "date-time"},
         },
     },
     "ExecutionList": {

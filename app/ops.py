@@ -24,14 +24,17 @@ bp = Blueprint("ops", __name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-OPENAPI = {
-    "/metrics": {
-        "get": {
-            "summary": "Prometheus metrics of the API processes, the outbox, the jobs and the queues",
-            "responses": {"200": {"description": "text exposition format",
-                                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
-        },
+METRICS = {
+    "get": {
+        "summary": "Prometheus metrics of the API processes, the outbox, the jobs and the queues",
+        "responses": {"200": {"description": "text exposition format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}},
     },
+}
+
+OPENAPI = {
+    "/metrics": METRICS,
+    "/api/v1/metrics": {"get": {**METRICS["get"], "summary": "The same as /metrics (the Go runner's alias)"}},
     "/admin/test-sentry": {
         "post": {
             "summary": "Raise a test exception and report it to Sentry",
@@ -75,6 +78,7 @@ def _end_request(_error: BaseException | None) -> None:
 
 
 @bp.get("/metrics")
+@bp.get("/api/v1/metrics")
 def prometheus_metrics() -> ResponseReturnValue:
     found = services()
     body = metrics.exposition([DatabaseCollector(found.settings), BrokerCollector(found.settings, found.celery)])

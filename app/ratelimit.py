@@ -39,7 +39,7 @@ EXTENSION = "beacon.limiter"
 EXEMPT_RULES = frozenset({
     "/health", "/health/live", "/health/ready",
     "/api/v1/health", "/api/v1/health/live", "/api/v1/health/ready",
-    "/metrics", "/ws",
+    "/metrics", "/api/v1/metrics", "/ws",
 })
 
 

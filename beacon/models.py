@@ -91,6 +91,8 @@ class Job(Base):
     identity: Mapped[str | None] = mapped_column(String(64))  # beacon.crypto.signing.Verified.identity
     submitter_wallet: Mapped[str | None] = mapped_column(String(42))  # recovered from wallet_auth
     requested: Mapped[dict | None] = mapped_column(JSONType)  # the cross-region wrapper's unsigned values
+    # 1, then + 1 for each manual retry (``engine.start_generation``); finalised once per generation.
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
 
 
 class Execution(Base):
@@ -123,6 +125,13 @@ class Execution(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     failure: Mapped[dict | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # The job generation whose run this row holds; ``history`` keeps the row as each earlier
+    # generation left it (a manual retry re-runs the unit in place).
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    history: Mapped[list | None] = mapped_column(JSONType)
+    bias_score: Mapped[dict | None] = mapped_column(JSONType)  # beacon.execution.bias.score_answer, at record time
+    region_flag: Mapped[str | None] = mapped_column(String(16))  # the hybrid router's: mismatch | unknown
+    provider_receipt: Mapped[dict | None] = mapped_column(JSONType)  # the hybrid router's metadata.receipt
 
 
 class Nonce(Base):
@@ -194,6 +203,8 @@ class Bundle(Base):
     pin_next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pin_error: Mapped[str | None] = mapped_column(Text)
     pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    supersedes: Mapped[str | None] = mapped_column(String(64))  # CID of the job's previous generation's bundle
 
 
 class StoredBlock(Base):
@@ -230,6 +241,7 @@ class TransparencyEntry(Base):
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     tree_head: Mapped[str] = mapped_column(Text, nullable=False)  # signed head of size leaf_index + 1
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
 
 
 class TransparencyHead(Base):

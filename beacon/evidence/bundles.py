@@ -1,8 +1,9 @@
 """Evidence bundles: sealed at finalisation, stored by CID, pinned to IPFS after commit.
 
-``seal_job`` runs inside ``engine.finalize_job``'s transaction: it signs every execution's
-receipt, builds the job's bundle (the verbatim signed JobSpec, the receipts, the analysis and
-the runner's identity; canonical JSON signed by the runner key), computes its CIDv0/CIDv1 with
+``seal_job`` runs inside ``engine.finalize_job``'s transaction, once per job generation: it signs
+every execution's receipt, builds the job's bundle (the verbatim signed JobSpec, the receipts, the
+analysis, the runner's identity, the generation and the CID of the bundle it supersedes; canonical
+JSON signed by the runner key), computes its CIDv0/CIDv1 with
 ``beacon.evidence.cid``, writes its blocks to the block store, stores the bundle row and receipts, and
 appends the transparency entry. ``after_seal`` runs after commit: the ``transparency.appended``
 event, then pinning when ``IPFS_API_URL`` is set. A bundle whose pin failed stays ``pending``
@@ -39,8 +40,13 @@ log = logging.getLogger(__name__)
 BUNDLE_VERSION = 1
 
 
-def bundle_bytes(identity: RunnerIdentity, job: Job, receipt_docs: list[dict[str, Any]], sealed_at: datetime) -> bytes:
-    """The signed bundle's canonical JSON: the bytes whose CID is the bundle's CID."""
+def bundle_bytes(identity: RunnerIdentity, job: Job, receipt_docs: list[dict[str, Any]], sealed_at: datetime,
+                 supersedes: str | None = None) -> bytes:
+    """The signed bundle's canonical JSON: the bytes whose CID is the bundle's CID.
+
+    ``generation`` is the job generation sealed; ``supersedes`` names the CID of the bundle of the
+    generation before (``None`` for the first), which stays stored and verifiable.
+    """
     doc = {
         "kind": BUNDLE_KIND,
         "bundle_version": BUNDLE_VERSION,
@@ -56,6 +62,8 @@ def bundle_bytes(identity: RunnerIdentity, job: Job, receipt_docs: list[dict[str
         "analysis": job.analysis,
         "runner": identity.describe(),
         "sealed_at": isoformat(sealed_at),
+        "generation": job.generation or 1,
+        "supersedes": supersedes,
     }
     return canonical_json(identity.sign(doc))
 
@@ -74,17 +82,21 @@ def seal_job(session: Session, db: Database, settings: Settings, job: Job, units
              now: datetime) -> Sealed:
     """Receipts, bundle, blocks and the log entry of a job being finalised, in the caller's transaction."""
     identity = runner_identity(settings)
-    receipt_docs = [receipts.build_receipt(identity, unit, now) for unit in sorted(units, key=lambda u: u.id)]
-    data = bundle_bytes(identity, job, receipt_docs, now)
+    generation = job.generation or 1
+    previous = job_bundle(session, job.id)
+    supersedes = previous.cid if previous is not None and previous.generation < generation else None
+    receipt_docs = [receipts.build_receipt(identity, unit, now, generation) for unit in sorted(units, key=lambda u: u.id)]
+    data = bundle_bytes(identity, job, receipt_docs, now, supersedes)
     dag = build_dag(data)
     digest = hashlib.sha256(data).hexdigest()
     block_store(db, settings.data_dir).put(session, dag.blocks)
     if session.get(Bundle, dag.root) is None:
         session.add(Bundle(cid=dag.root, cid_v1=dag.root_v1, job_id=job.id, sha256=digest, size=len(data),
                            created_at=now, pin_state="pending", pin_attempts=0,
-                           pin_next_attempt_at=now + timedelta(seconds=settings.pin_retry_base_seconds)))
+                           pin_next_attempt_at=now + timedelta(seconds=settings.pin_retry_base_seconds),
+                           generation=generation, supersedes=supersedes))
     receipts.store_receipts(session, job.id, dag.root, receipt_docs)
-    appended = transparency.append(session, identity, job.id, dag.root, digest, job.status)
+    appended = transparency.append(session, identity, job.id, dag.root, digest, job.status, generation)
     return Sealed(job.id, job.status, dag.root, dag.root_v1, digest, appended)
 
 
@@ -109,16 +121,24 @@ def bundle_view(bundle: Bundle) -> dict[str, Any]:
     return {
         "cid": bundle.cid, "cid_v1": bundle.cid_v1, "job_id": bundle.job_id, "sha256": bundle.sha256,
         "size": bundle.size, "created_at": isoformat(bundle.created_at),
+        "generation": bundle.generation, "supersedes": bundle.supersedes,
         "pin": {"state": bundle.pin_state, "attempts": bundle.pin_attempts, "error": bundle.pin_error,
                 "next_attempt_at": isoformat(bundle.pin_next_attempt_at), "pinned_at": isoformat(bundle.pinned_at)},
     }
 
 
 def job_bundle(session: Session, job_id: str) -> Bundle | None:
-    """The job's latest bundle."""
+    """The job's latest bundle: the one of its latest sealed generation."""
     return session.scalars(
-        select(Bundle).where(Bundle.job_id == job_id).order_by(Bundle.created_at.desc()).limit(1)
+        select(Bundle).where(Bundle.job_id == job_id)
+        .order_by(Bundle.generation.desc(), Bundle.created_at.desc()).limit(1)
     ).first()
+
+
+def job_bundles(session: Session, job_id: str) -> list[Bundle]:
+    """Every bundle of the job, first generation first."""
+    return list(session.scalars(
+        select(Bundle).where(Bundle.job_id == job_id).order_by(Bundle.generation, Bundle.created_at)))
 
 
 def find_bundle(session: Session, cid: str) -> Bundle:

@@ -1,6 +1,6 @@
 """A minimal client of a Kubo-compatible node's HTTP RPC API (``IPFS_API_URL``).
 
-Only the two calls bundling needs: ``POST /api/v0/add`` (multipart, Kubo's default import
+The two calls bundling needs, and ``POST /api/v0/version`` for health: ``POST /api/v0/add`` (multipart, Kubo's default import
 settings: CIDv0, no raw leaves, 256 KiB chunks; ``pin=false`` so nothing is pinned before its CID
 is checked) and ``POST /api/v0/pin/add?arg=<cid>``.
 """
@@ -34,6 +34,13 @@ class IpfsRpc:
                 message = response.text
             raise IpfsError(f"IPFS {command} answered HTTP {response.status_code}: {message.strip()[:300]}")
         return response
+
+    def version(self) -> str:
+        """The node's version (a cheap liveness probe)."""
+        try:
+            return str(self._post("version").json().get("Version", ""))
+        except (ValueError, AttributeError):
+            raise IpfsError("IPFS version answered something that is not a JSON object") from None
 
     def add(self, data: bytes, name: str = "bundle.json") -> str:
         """Add one file with the node's defaults; returns the CID the node computed."""

@@ -1,7 +1,9 @@
 """Execution receipts: each execution record, signed by the runner's key at finalisation.
 
-A receipt is the execution resource (``beacon.resources.executions.execution_resource``) plus ``kind``,
-``receipt_version``, ``runner_key_id`` and ``issued_at``, signed over its canonical JSON (the
+A receipt is the execution resource (``beacon.resources.executions.execution_resource``: with the
+answer's bias score and the hybrid router's provider, region flag and receipt) plus ``kind``,
+``receipt_version``, ``runner_key_id``, ``issued_at`` and ``generation`` (the job generation
+sealed), signed over its canonical JSON (the
 JobSpec signing form: ``signature`` and ``public_key`` blanked). The exact canonical text goes
 into the job's bundle and into the ``receipts`` table, so the API serves what was bundled.
 """
@@ -24,19 +26,23 @@ from beacon.timeutil import isoformat
 RECEIPT_VERSION = 1
 
 
-def build_receipt(identity: RunnerIdentity, execution: Execution, issued_at: datetime) -> dict[str, Any]:
+def build_receipt(identity: RunnerIdentity, execution: Execution, issued_at: datetime,
+                  generation: int = 1) -> dict[str, Any]:
+    """``generation``: the job generation being sealed (the unit's own run is ``ran_in_generation``)."""
     doc = {
         **execution_resource(execution),
         "kind": RECEIPT_KIND,
         "receipt_version": RECEIPT_VERSION,
         "runner_key_id": identity.key_id,
         "issued_at": isoformat(issued_at),
+        "generation": generation,
     }
     return identity.sign(doc)
 
 
 def store_receipts(session: Session, job_id: str, bundle_cid: str, receipts: Iterable[dict[str, Any]]) -> None:
-    """Keep the job's receipts as bundled (a re-finalised job's receipts replace the old ones)."""
+    """Keep the job's receipts as bundled: a later generation's receipts replace the earlier ones
+    here (which stay, signed, in the earlier generation's bundle)."""
     session.execute(delete(Receipt).where(Receipt.job_id == job_id))
     session.add_all(
         Receipt(execution_id=doc["id"], job_id=job_id, bundle_cid=bundle_cid, document=canonical_json(doc).decode())

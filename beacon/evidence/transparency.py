@@ -1,6 +1,7 @@
 """The transparency log: an append-only RFC 6962 Merkle log of finalised jobs, in the database.
 
-* One entry per finalised job: ``{job_id, bundle_cid, bundle_sha256, status, logged_at}``; the
+* One entry per finalised job generation: ``{job_id, bundle_cid, bundle_sha256, status, logged_at,
+  generation}`` (entries logged before generations existed have no ``generation``: it was 1); the
   leaf's bytes are the entry's canonical JSON, its hash ``merkle.leaf_hash`` of them.
 * Appends run inside the finalisation transaction and serialise on the single log-head row
   (``SELECT … FOR UPDATE`` on Postgres; SQLite's write lock does the same), so indices are
@@ -83,12 +84,12 @@ class Appended:
 
 
 def append(session: Session, identity: RunnerIdentity, job_id: str, bundle_cid: str, bundle_sha256: str,
-           status: str) -> Appended:
-    """Append a finalised job's entry in the caller's transaction (which then holds the log lock)."""
+           status: str, generation: int = 1) -> Appended:
+    """Append a finalised job generation's entry in the caller's transaction (which then holds the log lock)."""
     head = _locked_head(session)
     now = utcnow()
     entry = {"job_id": job_id, "bundle_cid": bundle_cid, "bundle_sha256": bundle_sha256, "status": status,
-             "logged_at": isoformat(now)}
+             "logged_at": isoformat(now), "generation": generation}
     entry_bytes = canonical_json(entry)
     leaf = merkle.leaf_hash(entry_bytes)
     index = head.size
@@ -98,7 +99,8 @@ def append(session: Session, identity: RunnerIdentity, job_id: str, bundle_cid: 
                                  "timestamp": isoformat(now), "key_id": identity.key_id})
     session.add(TransparencyEntry(leaf_index=index, job_id=job_id, bundle_cid=bundle_cid,
                                   entry=entry_bytes.decode(), leaf_hash=leaf,
-                                  tree_head=canonical_json(signed_head).decode(), created_at=now))
+                                  tree_head=canonical_json(signed_head).decode(), created_at=now,
+                                  generation=generation))
     head.size, head.frontier, head.updated_at = index + 1, [node.hex() for node in frontier], now
     session.flush()
     return Appended(index, index + 1, root.hex(), entry)

@@ -15,6 +15,9 @@ Every state change is a conditional UPDATE, so a second delivery of any message 
   ``failed`` by ``min_success_rate`` and ``min_regions``, all in one transaction.
 * ``sweep``: the safety net beat runs: deadlines, expired leases, lost dispatches, jobs still
   queued after a grace period, and finalisations a crashed worker left undone.
+* ``start_generation``: a manual retry of a finished job: ``completed | failed → running``, the
+  generation + 1, the chosen failed or timed-out units back to ``pending`` (each keeping what the
+  earlier generation recorded in its ``history``); finalisation then runs once more, for it.
 """
 
 from __future__ import annotations
@@ -29,17 +32,21 @@ from typing import Callable, Protocol
 from sqlalchemy import and_, bindparam, exists, null, or_, select, update
 
 from beacon.db import Database, insert_ignore
+from beacon.errors import InvalidState, not_found
 from beacon.execution.analysis import Thresholds, analyse
+from beacon.execution.bias import score_answer
 from beacon.execution.classify import classify, is_success
 from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
+from beacon.messaging.celery_app import EXECUTE_UNIT, region_queue
 from beacon.messaging.events import publish_event
+from beacon.messaging.outbox import enqueue
 from beacon.models import Execution, Job
 from beacon.resources.jobs import get_job, require_state
 from beacon.settings import Settings
 from beacon.statuses import OPEN_JOB, OPEN_UNIT, Classification, JobStatus, UnitOutcome, UnitStatus
-from beacon.timeutil import utcnow
+from beacon.timeutil import isoformat, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,9 @@ _RECORD_ANSWER = update(_UNITS).where(_HELD).values(
     classification=bindparam("classification"), provider=bindparam("provider"),
     served_region=bindparam("served_region"), completed_at=bindparam("now"), duration_ms=bindparam("duration_ms"),
     lease_expires_at=None, failure=null(),
+    bias_score=bindparam("bias_score", type_=_UNITS.c.bias_score.type),
+    region_flag=bindparam("region_flag"),
+    provider_receipt=bindparam("provider_receipt", type_=_UNITS.c.provider_receipt.type),
 )
 _FINALIZABLE = and_(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.RUNNING, _JOBS.c.finalizing_at.is_(None))
 _CLAIM_FINALIZE_DONE = update(_JOBS).where(
@@ -180,15 +190,22 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
                      execution.prompt, claimed, now, call_timeout, job.deadline_at)
 
 
-def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str) -> bool:
-    """Record the answer while the claim still holds the unit's lease."""
+def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
+                  region_flag: str | None = None, provider_receipt: dict | None = None) -> bool:
+    """Record the answer, its classification and its bias score (``beacon.execution.bias``) while
+    the claim still holds the unit's lease. ``provider`` is the backend that answered (the hybrid
+    router's ``provider_used`` when it reports one); ``region_flag`` and ``provider_receipt`` are
+    the router's."""
     now = utcnow()
+    classification = classify(output, failed=False)
     with db.session() as session:
         return bool(session.execute(_RECORD_ANSWER, {
             "execution_id": claim.execution_id, "held_since": claim.claimed_at, "output": output,
             "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
-            "classification": classify(output, failed=False), "provider": provider, "served_region": served_region,
+            "classification": classification, "provider": provider[:64], "served_region": served_region,
             "now": now, "duration_ms": int((now - claim.claimed_at).total_seconds() * 1000),
+            "bias_score": score_answer(output, classification), "region_flag": region_flag,
+            "provider_receipt": provider_receipt,
         }).rowcount)
 
 
@@ -275,7 +292,8 @@ def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execu
         if not record_failure(db, claim, error, provider.name, final=not retryable, retry_in=delay):
             return Outcome(UnitOutcome.SKIPPED)
         return Outcome(UnitOutcome.RETRY if retryable else UnitOutcome.FAILED, claim.job_id, claim.region, delay, error)
-    if not record_answer(db, claim, answer.output, answer.provider, answer.served_region):
+    if not record_answer(db, claim, answer.output, answer.provider_used or answer.provider, answer.served_region,
+                         region_flag=answer.region_flag, provider_receipt=answer.provider_receipt):
         return Outcome(UnitOutcome.SKIPPED)
     return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
 
@@ -408,3 +426,95 @@ def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_jo
     if any(vars(result).values()):
         log.info("sweep", extra=vars(result))
     return result
+
+
+# --------------------------------------------------------------------------- generations (manual retries)
+
+#: Only a finished job may start a new generation, and only these units re-run.
+RETRYABLE_JOB = (JobStatus.COMPLETED, JobStatus.FAILED)
+RETRYABLE_UNIT = (UnitStatus.FAILED, UnitStatus.TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Generation:
+    job_id: str
+    generation: int
+    previous_status: str
+    execution_ids: list[int]
+    outbox_ids: list[int]  # one execute_unit message per unit, committed with the change
+    deadline_at: object
+
+
+def unit_snapshot(unit: Execution) -> dict:
+    """What a generation left on a unit, kept in its ``history`` when the unit re-runs."""
+    return {
+        "generation": unit.generation or 1, "status": unit.status, "classification": unit.classification,
+        "output": unit.output, "output_sha256": unit.output_sha256, "provider": unit.provider,
+        "served_region": unit.served_region, "region_flag": unit.region_flag,
+        "provider_receipt": unit.provider_receipt, "bias_score": unit.bias_score, "attempts": unit.attempts,
+        "started_at": isoformat(unit.started_at), "completed_at": isoformat(unit.completed_at),
+        "duration_ms": unit.duration_ms, "failure": unit.failure,
+    }
+
+
+def start_generation(db: Database, settings: Settings, job_id: str, execution_ids: list[int] | None, *,
+                     reason: str) -> Generation:
+    """Re-run a finished job's failed or timed-out units as its next generation, in one transaction.
+
+    ``execution_ids``: these units (each must be ``failed`` or ``timeout``), or ``None`` for every
+    such unit. The job goes ``completed | failed → running`` (the only way out of a terminal
+    state) with ``generation`` + 1, ``finalizing_at`` and ``finished_at`` cleared, no analysis yet
+    and ``deadline_at`` = now + the signed timeout. Each chosen unit keeps its earlier run in
+    ``history`` and starts again from ``pending`` with no attempts used. Its ``execute_unit``
+    message is written to the outbox in the same transaction (``Generation.outbox_ids``: the
+    caller relays them; beat's relay and sweeper are the safety net). Anything else raises
+    ``invalid_state`` (409).
+    """
+    now = utcnow()
+    with db.session() as session:
+        job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+        if job is None:
+            raise not_found("job", job_id)
+        require_state(job, RETRYABLE_JOB, "retry")
+        units = list(session.scalars(
+            select(Execution).where(Execution.job_id == job_id).order_by(Execution.id).with_for_update()))
+        if execution_ids is None:
+            chosen = [u for u in units if u.status in RETRYABLE_UNIT]
+            if not chosen:
+                raise InvalidState("invalid_state", f"job {job_id} has no failed or timed-out unit to retry",
+                                   {"status": job.status})
+        else:
+            by_id = {u.id: u for u in units}
+            missing = [i for i in execution_ids if i not in by_id]
+            if missing:
+                raise not_found("execution", f"{missing[0]} of job {job_id}")
+            chosen = [by_id[i] for i in dict.fromkeys(execution_ids)]
+            done = [u for u in chosen if u.status not in RETRYABLE_UNIT]
+            if done:
+                raise InvalidState("invalid_state", f"execution {done[0].id} is {done[0].status}: only failed or "
+                                   "timed-out units are retried", {"status": done[0].status, "execution_id": done[0].id})
+        spec = stored_spec(job, settings)
+        previous, generation = job.status, (job.generation or 1) + 1
+        deadline = now + timedelta(seconds=spec.timeout_s)
+        moved = session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_JOB), Job.generation == job.generation)
+            .values(status=JobStatus.RUNNING, generation=generation, finalizing_at=None, finished_at=None,
+                    deadline_at=deadline, analysis=None, status_reason=reason, updated_at=now)
+        ).rowcount
+        if not moved:  # another retry or change won the race
+            session.refresh(job)
+            raise InvalidState("invalid_state", f"job {job_id} changed while retrying (it is {job.status})",
+                               {"status": job.status})
+        for unit in chosen:
+            unit.history = [*(unit.history or []), unit_snapshot(unit)]
+            unit.generation, unit.status, unit.attempts, unit.dispatched_at = generation, UnitStatus.PENDING, 0, now
+            for name in ("classification", "output", "output_sha256", "provider", "served_region", "region_flag",
+                         "provider_receipt", "bias_score", "claimed_at", "lease_expires_at", "started_at",
+                         "completed_at", "duration_ms", "failure"):
+                setattr(unit, name, None)
+        outbox = [enqueue(session, EXECUTE_UNIT, region_queue(u.region), [u.id]).id for u in chosen]
+        ids = [u.id for u in chosen]
+    log.info("job generation started", extra={"job_id": job_id, "generation": generation, "units": len(ids),
+                                               "previous_status": previous, "reason": reason})
+    publish_event(settings, "job.started", {"job_id": job_id, "units": len(ids), "generation": generation})
+    return Generation(job_id, generation, previous, ids, outbox, deadline)

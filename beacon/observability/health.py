@@ -93,6 +93,25 @@ def check_broker(url: str) -> Check:
     return timed("broker", connect)
 
 
+def check_ipfs(url: str | None) -> Check:
+    """The IPFS node pinning uses; never part of the overall status (pins are retried later)."""
+    if not url:
+        return Check("not_configured")
+    from beacon.evidence.ipfs_rpc import IpfsRpc
+
+    return timed("ipfs", lambda: IpfsRpc(url, BROKER_TIMEOUT_SECONDS * 2).version())
+
+
+#: A check's status in the Go runner's words, for ``services``.
+SERVICE_STATUS = {"ok": "healthy", "down": "unhealthy", "not_configured": "not_configured"}
+
+
+def services(checks: dict[str, Check]) -> list[dict]:
+    """The Go runner's ``services: [{name, status}]`` (healthy | unhealthy | not_configured)."""
+    return [{"name": name, "status": SERVICE_STATUS[check.status], "latency_ms": check.latency_ms}
+            for name, check in checks.items()]
+
+
 def report(settings: Settings) -> tuple[str, dict[str, Check]]:
     """Overall status (ok | degraded | unavailable) and each dependency's check."""
     checks = {

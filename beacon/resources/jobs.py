@@ -88,6 +88,7 @@ def job_resource(job: Job, counts: dict[str, int]) -> dict[str, Any]:
         "submitter_wallet": job.submitter_wallet,
         "benchmark": {"name": (job.spec.get("benchmark") or {}).get("name")},
         "requested": job.requested,
+        "generation": job.generation or 1,
         "counts": counts,
     }
 

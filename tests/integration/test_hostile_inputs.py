@@ -91,8 +91,8 @@ class Target:
         return self.post(f"/api/v1/jobs/{job_id or self.job_id}/cancel", data, role=role)
 
     def signed_cancel(self, job_id: str, **fields: Any) -> bytes:
-        return body(sign_document({"action": "cancel", "job_id": job_id, "timestamp": isoformat(utcnow()), **fields},
-                                  self.keypair.signing_key))
+        return body(sign_document({"action": "cancel", "job_id": job_id, "nonce": uuid.uuid4().hex,
+                                   "timestamp": isoformat(utcnow()), **fields}, self.keypair.signing_key))
 
     def cancel_and_read_reason(self, data: Callable[[str], bytes | str | None], role: str | None) -> requests.Response:
         """Cancel a new job; on success the job must say the expected reason (in ``X-Test-Reason``)."""
@@ -335,7 +335,8 @@ CASES = [
     Case("cancel-without-credentials", 401, "unauthorized", lambda t: t.cancel(None, role=None)),
     Case("cancel-viewer-token", 403, "forbidden", lambda t: t.cancel('{"reason": "x"}', role="viewer")),
     Case("cancel-signed-by-another-key", 403, "forbidden",
-         lambda t: t.cancel(body(sign_document({"action": "cancel", "job_id": t.job_id, "timestamp": isoformat(utcnow())},
+         lambda t: t.cancel(body(sign_document({"action": "cancel", "job_id": t.job_id, "nonce": uuid.uuid4().hex,
+                                                "timestamp": isoformat(utcnow())},
                                                KeyPair.generate().signing_key)), role=None)),
     Case("cancel-deep-body-with-token", 400, "invalid_json", lambda t: t.cancel("[" * 5000), details(reason="depth")),
     Case("cancel-duplicate-key", 400, "duplicate_key", lambda t: t.cancel('{"reason": "a", "reason": "b"}')),
