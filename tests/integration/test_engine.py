@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 import requests
 from sqlalchemy import select, update
 
@@ -13,7 +12,7 @@ from app import create_app
 from beacon.crypto.signing import KeyPair, sign_document
 from beacon.models import Execution, Job
 from beacon.timeutil import isoformat, utcnow
-from tests.conftest import RABBITMQ_URL, REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB
+from tests.conftest import RABBITMQ_URL, REDIS_BASE_URL, REDIS_IDLE_DB
 from tests.factories import body, make_spec
 from tests.stack import Stack, constraints
 from tests.support import serve_wsgi, wait_for
@@ -21,25 +20,6 @@ from tests.support import serve_wsgi, wait_for
 S = 10**9
 QUESTIONS = ["math_basic", "tiananmen_neutral", "greatest_invention"]
 MODELS = ["llama3.2-1b", "mistral-7b"]
-
-
-@pytest.fixture(scope="module")
-def keys() -> KeyPair:
-    return KeyPair.generate()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, pg_url, keys):
-    stack = Stack(tmp_path_factory.mktemp("stack"), pg_url, f"{REDIS_BASE_URL}/{REDIS_BROKER_DB}", keys)
-    stack.start_worker()
-    yield stack
-    stack.close()
-
-
-@pytest.fixture
-def fresh(stack, clean_db):
-    stack.reset()
-    return stack
 
 
 def test_three_regions_two_models_three_questions(fresh):

@@ -20,7 +20,6 @@ from nacl.signing import SigningKey
 
 from beacon.crypto.signing import KeyPair, b64decode, b64encode, verify_document
 from beacon.timeutil import isoformat, utcnow
-from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
 from tests.factories import make_spec
 from tests.jsclient import shared
 from tests.stack import Stack
@@ -33,22 +32,9 @@ PORTAL_ORIGIN_REGIONS = ["US", "EU"]
 
 
 @pytest.fixture(scope="module")
-def portal_key() -> KeyPair:
+def keys() -> KeyPair:
+    """The stack trusts the key the portal's code signs with in these tests."""
     return KeyPair(SigningKey(SEED))
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, pg_url, portal_key):
-    stack = Stack(tmp_path_factory.mktemp("portal"), pg_url, f"{REDIS_BASE_URL}/{REDIS_BROKER_DB}", portal_key)
-    stack.start_worker()
-    yield stack
-    stack.close()
-
-
-@pytest.fixture
-def fresh(stack, clean_db):
-    stack.reset()
-    return stack
 
 
 def portal_spec(key: KeyPair, **metadata) -> dict:
@@ -87,8 +73,8 @@ def post_job(stack: Stack, doc: dict) -> requests.Response:
     return requests.post(f"{stack.api}/api/v1/jobs", data=json.dumps(doc), headers=JSON, timeout=30)
 
 
-def test_portal_submission_runs_and_its_bundle_names_the_form(fresh, portal_key):
-    signed = portal_sign(portal_spec(portal_key))
+def test_portal_submission_runs_and_its_bundle_names_the_form(fresh, keys):
+    signed = portal_sign(portal_spec(keys))
     response = post_cross_region(fresh, wrapper(signed))
     assert response.status_code == 202, response.text
     accepted = response.json()
@@ -112,8 +98,8 @@ def test_portal_submission_runs_and_its_bundle_names_the_form(fresh, portal_key)
     assert verify_document(json.loads(sealed["signed_jobspec"])) == "portal"
 
 
-def test_zeros_added_to_a_portal_body_are_a_forgery(fresh, portal_key):
-    genuine = portal_sign(portal_spec(portal_key))
+def test_zeros_added_to_a_portal_body_are_a_forgery(fresh, keys):
+    genuine = portal_sign(portal_spec(keys))
     forged = copy.deepcopy(genuine)
     forged["constraints"].update(min_success_rate=0, min_regions=0)
     response = post_job(fresh, forged)
@@ -121,8 +107,8 @@ def test_zeros_added_to_a_portal_body_are_a_forgery(fresh, portal_key):
     assert post_job(fresh, genuine).status_code == 202
 
 
-def test_a_front_runner_who_changes_the_uncovered_id_gets_the_genuine_job(fresh, portal_key):
-    genuine = portal_sign(portal_spec(portal_key))
+def test_a_front_runner_who_changes_the_uncovered_id_gets_the_genuine_job(fresh, keys):
+    genuine = portal_sign(portal_spec(keys))
     copy_with_other_id = {**genuine, "id": "chosen-by-someone-else"}
     first = post_job(fresh, copy_with_other_id)
     assert first.status_code == 202 and first.json()["id"] == "chosen-by-someone-else"
@@ -133,10 +119,10 @@ def test_a_front_runner_who_changes_the_uncovered_id_gets_the_genuine_job(fresh,
     assert third.status_code == 200 and third.json()["id"] == "chosen-by-someone-else"
 
 
-def test_an_uncovered_id_held_by_another_job_gets_a_generated_id(fresh, portal_key):
-    first = portal_sign(portal_spec(portal_key))
+def test_an_uncovered_id_held_by_another_job_gets_a_generated_id(fresh, keys):
+    first = portal_sign(portal_spec(keys))
     assert post_job(fresh, first).status_code == 202
-    second = portal_sign({**portal_spec(portal_key), "id": first["id"]})
+    second = portal_sign({**portal_spec(keys), "id": first["id"]})
     response = post_job(fresh, second)
     assert response.status_code == 202, response.text
     generated = response.json()["id"]
@@ -145,8 +131,8 @@ def test_an_uncovered_id_held_by_another_job_gets_a_generated_id(fresh, portal_k
     assert slug == "multi-model-bias-detection" and millis.isdigit() and len(digest) == 8
 
 
-def test_wrapper_regions_must_be_the_signed_regions(fresh, portal_key):
-    signed = portal_sign(portal_spec(portal_key))
+def test_wrapper_regions_must_be_the_signed_regions(fresh, keys):
+    signed = portal_sign(portal_spec(keys))
     response = post_cross_region(fresh, wrapper(signed, target_regions=["US", "EU", "APAC"]))
     assert response.status_code == 400 and response.json()["error_code"] == "validation_error"
     # the unsigned outer values never change the verdict: min_success_rate 0 is only recorded
@@ -154,8 +140,8 @@ def test_wrapper_regions_must_be_the_signed_regions(fresh, portal_key):
     assert accepted.status_code == 202, accepted.text
 
 
-def test_a_go_signed_zero_success_rate_runs_with_the_default(fresh, portal_key):
-    spec = make_spec(portal_key, constraints={"regions": ["US", "EU", "APAC"], "min_regions": 0,
+def test_a_go_signed_zero_success_rate_runs_with_the_default(fresh, keys):
+    spec = make_spec(keys, constraints={"regions": ["US", "EU", "APAC"], "min_regions": 0,
                                               "min_success_rate": 0})
     assert post_job(fresh, spec).status_code == 202
     view = fresh.wait_terminal(spec["id"], timeout=60)
@@ -163,14 +149,14 @@ def test_a_go_signed_zero_success_rate_runs_with_the_default(fresh, portal_key):
 
 
 @pytest.mark.parametrize("form", ["go", "portal-2025-10", "portal-2025-09"])
-def test_stored_spec_verifies_with_negative_zero_big_numbers_and_astral_text(fresh, portal_key, form):
+def test_stored_spec_verifies_with_negative_zero_big_numbers_and_astral_text(fresh, keys, form):
     extra = {"neg_zero": -0.0, "big": 1e21, "tiny": 1e-7, "astral": "\U0001d11e naïve 𝔘", "html": "<&>"}
     if form == "go":
-        doc = make_spec(portal_key, metadata={"nonce": uuid.uuid4().hex,
+        doc = make_spec(keys, metadata={"nonce": uuid.uuid4().hex,
                                               "timestamp": isoformat(utcnow().replace(microsecond=0)), **extra})
         expected = "current"
     else:
-        doc = portal_sign(portal_spec(portal_key, **extra), form)
+        doc = portal_sign(portal_spec(keys, **extra), form)
         expected = "portal" if form == "portal-2025-10" else "portal_full"
     response = post_job(fresh, doc)
     assert response.status_code == 202, response.text
@@ -179,13 +165,13 @@ def test_stored_spec_verifies_with_negative_zero_big_numbers_and_astral_text(fre
     assert served["signature_form"] == expected
 
 
-def test_wallet_auth_is_checked(fresh, portal_key):
-    expired = portal_spec(portal_key)
+def test_wallet_auth_is_checked(fresh, keys):
+    expired = portal_spec(keys)
     expired["wallet_auth"]["expiresAt"] = isoformat(utcnow() - timedelta(minutes=1))
     response = post_job(fresh, portal_sign(expired))
     assert response.status_code == 400 and response.json()["error_code"] == "wallet_auth_invalid:expired"
 
-    claimed = portal_spec(portal_key)
+    claimed = portal_spec(keys)
     claimed["metadata"]["wallet_address"] = "0x" + "12" * 20
     response = post_job(fresh, portal_sign(claimed))
     assert response.json()["error_code"] == "wallet_auth_invalid:address_mismatch", response.text

@@ -17,7 +17,6 @@ from beacon.evidence.transparency import verify_proof_document
 from beacon.execution import engine
 from beacon.models import Bundle, TransparencyEntry
 from beacon.timeutil import isoformat, utcnow
-from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
 from tests.stack import Stack
 
 OPERATOR = {"Authorization": "Bearer operator-secret"}
@@ -25,23 +24,8 @@ QUESTIONS = ["math_basic", "geography_basic"]
 
 
 @pytest.fixture(scope="module")
-def keys() -> KeyPair:
-    return KeyPair.generate()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, pg_url, keys):
-    stack = Stack(tmp_path_factory.mktemp("retry"), pg_url, f"{REDIS_BASE_URL}/{REDIS_BROKER_DB}", keys,
-                  extra_env={"OPERATOR_TOKENS": "operator-secret"})
-    stack.start_worker()
-    yield stack
-    stack.close()
-
-
-@pytest.fixture
-def fresh(stack, clean_db):
-    stack.reset()
-    return stack
+def stack_env() -> dict[str, str]:
+    return {"OPERATOR_TOKENS": "operator-secret"}
 
 
 def signed(key: KeyPair, action: str, job_id: str, **fields) -> dict:
