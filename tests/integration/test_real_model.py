@@ -95,6 +95,8 @@ def test_three_regions_two_questions_answer_with_model_text_and_token_counts(sta
     single = requests.get(f"{stack.api}/api/v1/executions/{one['id']}", timeout=10).json()
     assert (single["finish_reason"], single["truncated"], single["usage"]) == (
         one["finish_reason"], one["truncated"], one["usage"])
+    receipt = requests.get(f"{stack.api}/api/v1/executions/{one['id']}/receipt", timeout=10).json()
+    assert (receipt["finish_reason"], receipt["usage"]) == (one["finish_reason"], one["usage"])  # signed with it
     # The analysis compared the real answers across regions.
     diff = requests.get(f"{stack.api}/api/v1/jobs/{job_id}/diff", timeout=10).json()
     assert {q["question_id"] for q in diff["analysis"]["questions"]} == set(QUESTIONS)
