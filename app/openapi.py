@@ -112,6 +112,14 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "properties": {k: {"type": "integer"} for k in ("units", "completed", "failed", "timeout")},
             },
+            "usage": {
+                "type": "object",
+                "description": "tokens the job's units reported (OpenAI-compatible endpoints), summed; null while "
+                               "no unit reported any",
+                "properties": {"prompt_tokens": {"type": ["integer", "null"]},
+                               "completion_tokens": {"type": ["integer", "null"]},
+                               "units_reporting": {"type": "integer"}},
+            },
         },
     },
     "CrossRegionAccepted": {
@@ -153,6 +161,12 @@ SCHEMAS: dict[str, Any] = {
             "region_flag": {"enum": ["mismatch", "unknown", None], "description": (
                 "the hybrid router's: it served another known region (mismatch) or one we cannot map (unknown)")},
             "provider_receipt": {"type": ["object", "null"], "description": "the hybrid router's metadata.receipt"},
+            "finish_reason": {"type": ["string", "null"], "description": (
+                "why the model stopped, as an OpenAI-compatible endpoint said (stop, length, …)")},
+            "truncated": {"type": "boolean", "description": "finish_reason is length: the answer was cut at max_tokens"},
+            "usage": {"type": ["object", "null"], "description": "the endpoint's token counts for this answer",
+                      "properties": {"prompt_tokens": {"type": ["integer", "null"]},
+                                     "completion_tokens": {"type": ["integer", "null"]}}},
             "history": {"type": "array", "items": {"type": "object"}, "description": (
                 "present after a manual retry: the row as each earlier generation left it")},
         },

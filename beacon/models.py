@@ -132,6 +132,11 @@ class Execution(Base):
     bias_score: Mapped[dict | None] = mapped_column(JSONType)  # beacon.execution.bias.score_answer, at record time
     region_flag: Mapped[str | None] = mapped_column(String(16))  # the hybrid router's: mismatch | unknown
     provider_receipt: Mapped[dict | None] = mapped_column(JSONType)  # the hybrid router's metadata.receipt
+    # What an OpenAI-compatible endpoint reported: why the model stopped ("length": cut at max_tokens)
+    # and its token counts; null when the provider reported nothing.
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
 
 
 class Nonce(Base):

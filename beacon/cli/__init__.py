@@ -34,6 +34,6 @@ def main(ctx: click.Context) -> None:
         check_configuration()
 
 
-from beacon.cli import admin, demo, evidence, keys, observability, roles  # noqa: E402  (each module adds its commands to main)
+from beacon.cli import admin, demo, evidence, keys, model, observability, roles  # noqa: E402  (each module adds its commands to main)
 
-__all__ = ["main", "admin", "demo", "evidence", "keys", "observability", "roles"]
+__all__ = ["main", "admin", "demo", "evidence", "keys", "model", "observability", "roles"]

@@ -49,7 +49,11 @@ def _cell(execution: dict[str, Any], width: int = 90) -> str:
     text = " ".join((execution["output"] or "").split())
     if len(text) > width:
         text = text[: width - 1] + "…"
-    return f"[{style}]{execution['classification']}[/{style}]\n{text}"
+    tokens = ""
+    usage = execution.get("usage")
+    if usage and usage.get("completion_tokens") is not None:
+        tokens = f"\n[dim]{usage['completion_tokens']} tokens{', truncated' if execution.get('truncated') else ''}[/dim]"
+    return f"[{style}]{execution['classification']}[/{style}]\n{text}{tokens}"
 
 
 def answers_table(job: dict[str, Any]) -> Table:

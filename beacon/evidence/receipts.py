@@ -1,7 +1,8 @@
 """Execution receipts: each execution record, signed by the runner's key at finalisation.
 
 A receipt is the execution resource (``beacon.resources.executions.execution_resource``: with the
-answer's bias score and the hybrid router's provider, region flag and receipt) plus ``kind``,
+answer's bias score, the hybrid router's provider, region flag and receipt, and an OpenAI-compatible
+endpoint's finish reason and token usage) plus ``kind``,
 ``receipt_version``, ``runner_key_id``, ``issued_at`` and ``generation`` (the job generation
 sealed), signed over its canonical JSON (the
 JobSpec signing form: ``signature`` and ``public_key`` blanked). The exact canonical text goes

@@ -142,6 +142,8 @@ _RECORD_ANSWER = update(_UNITS).where(_HELD).values(
     bias_score=bindparam("bias_score", type_=_UNITS.c.bias_score.type),
     region_flag=bindparam("region_flag"),
     provider_receipt=bindparam("provider_receipt", type_=_UNITS.c.provider_receipt.type),
+    finish_reason=bindparam("finish_reason"), prompt_tokens=bindparam("prompt_tokens"),
+    completion_tokens=bindparam("completion_tokens"),
 )
 _FINALIZABLE = and_(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.RUNNING, _JOBS.c.finalizing_at.is_(None))
 _CLAIM_FINALIZE_DONE = update(_JOBS).where(
@@ -191,11 +193,12 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
 
 
 def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
-                  region_flag: str | None = None, provider_receipt: dict | None = None) -> bool:
+                  region_flag: str | None = None, provider_receipt: dict | None = None,
+                  finish_reason: str | None = None, usage: dict | None = None) -> bool:
     """Record the answer, its classification and its bias score (``beacon.execution.bias``) while
     the claim still holds the unit's lease. ``provider`` is the backend that answered (the hybrid
     router's ``provider_used`` when it reports one); ``region_flag`` and ``provider_receipt`` are
-    the router's."""
+    the router's; ``finish_reason`` and ``usage`` (token counts) an OpenAI-compatible endpoint's."""
     now = utcnow()
     classification = classify(output, failed=False)
     with db.session() as session:
@@ -205,7 +208,8 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
             "classification": classification, "provider": provider[:64], "served_region": served_region,
             "now": now, "duration_ms": int((now - claim.claimed_at).total_seconds() * 1000),
             "bias_score": score_answer(output, classification), "region_flag": region_flag,
-            "provider_receipt": provider_receipt,
+            "provider_receipt": provider_receipt, "finish_reason": finish_reason,
+            "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
         }).rowcount)
 
 
@@ -293,7 +297,8 @@ def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execu
             return Outcome(UnitOutcome.SKIPPED)
         return Outcome(UnitOutcome.RETRY if retryable else UnitOutcome.FAILED, claim.job_id, claim.region, delay, error)
     if not record_answer(db, claim, answer.output, answer.provider_used or answer.provider, answer.served_region,
-                         region_flag=answer.region_flag, provider_receipt=answer.provider_receipt):
+                         region_flag=answer.region_flag, provider_receipt=answer.provider_receipt,
+                         finish_reason=answer.finish_reason, usage=answer.usage):
         return Outcome(UnitOutcome.SKIPPED)
     return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
 

@@ -37,6 +37,10 @@ def execution_resource(e: Execution) -> dict[str, Any]:
         "bias_score": e.bias_score,
         "region_flag": e.region_flag,
         "provider_receipt": e.provider_receipt,
+        "finish_reason": e.finish_reason,
+        "truncated": e.finish_reason == "length",
+        "usage": (None if e.prompt_tokens is None and e.completion_tokens is None
+                  else {"prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens}),
     }
     if e.failure:
         resource["failure"] = e.failure

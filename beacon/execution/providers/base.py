@@ -55,6 +55,12 @@ class ProviderAnswer:
       a dict; a receipt sent as a JSON string is decoded, any other value is kept as ``{"raw": value}``.
     - ``provider_metadata``: the router's whole ``metadata`` object.
     - ``trace_id``: the ``X-Trace-Id`` sent with the call.
+    - ``finish_reason``: why the model stopped, as the OpenAI-compatible endpoint said
+      (``choices[0].finish_reason``: "stop", "length", …).
+    - ``truncated``: ``True`` when it stopped at the token limit (``finish_reason`` "length"): the
+      answer is kept as it is, marked as cut short.
+    - ``usage``: the endpoint's token counts, ``{"prompt_tokens": int, "completion_tokens": int}``
+      (each ``None`` when not reported).
     """
 
     output: str
@@ -68,6 +74,9 @@ class ProviderAnswer:
     provider_receipt: dict | None = None
     provider_metadata: dict | None = None
     trace_id: str | None = None
+    finish_reason: str | None = None
+    truncated: bool = False
+    usage: dict | None = None
 
 
 def is_transient(code: str) -> bool:

@@ -380,6 +380,12 @@ class OpenAICompatProvider(_HttpProvider):
     (none when it is ``""``), the question as the ``user`` message, ``temperature`` and
     ``max_tokens``; and ``X-Beacon-Region: <region>`` (the simulator reads it; real endpoints
     ignore it). The served region is the requested one: the endpoint is configured per region.
+
+    What a real server (llama.cpp, vLLM, Ollama, a hosted API) adds is read too, by :meth:`_parse`:
+    ``choices[0].finish_reason`` ("length" marks the answer ``truncated``: kept, cut short at
+    ``max_tokens``) and ``usage.prompt_tokens``/``usage.completion_tokens``. A prompt longer than
+    the model's context is the server's 400 (llama.cpp: ``context_length_exceeded``), a permanent
+    ``http_400``; a server still loading its model refuses connections, a transient ``network``.
     """
 
     name = "openai"
@@ -400,10 +406,31 @@ class OpenAICompatProvider(_HttpProvider):
     def _exchange(self, req: ProviderRequest) -> dict:
         url = self.base_url + self.path
         body = self._decode(req, url, self._send(req, url, self._payload(req), {"X-Beacon-Region": req.region}))
+        return self._parse(req, body)
+
+    def _parse(self, req: ProviderRequest, body: Any) -> dict:
+        """The answer's fields from a 2xx body: output, served region, finish reason, token usage."""
         try:
-            content = body["choices"][0]["message"]["content"]
+            choice = body["choices"][0]
+            content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
             raise self._error(req, "bad_response", "parse", "no choices[0].message.content in the answer") from exc
         if not isinstance(content, str):
             raise self._error(req, "bad_response", "parse", f"choices[0].message.content is {type(content).__name__}")
-        return {"output": content, "served_region": req.region}
+        finish_reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+        finish_reason = finish_reason[:32] if isinstance(finish_reason, str) and finish_reason else None
+        usage = body.get("usage") if isinstance(body, dict) else None
+        tokens = None
+        if isinstance(usage, dict):
+            tokens = {k: self._token_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens")}
+            if tokens == {"prompt_tokens": None, "completion_tokens": None}:
+                tokens = None
+        return {"output": content, "served_region": req.region, "finish_reason": finish_reason,
+                "truncated": finish_reason == "length", "usage": tokens}
+
+    @staticmethod
+    def _token_count(value: Any) -> int | None:
+        """A reported token count: a non-negative integer (below 2^31, the column's range), else None."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+            return value
+        return None
