@@ -106,7 +106,10 @@ class Execution(Base):
     classification: Mapped[str | None] = mapped_column(String(32))
     output: Mapped[str | None] = mapped_column(Text)
     output_sha256: Mapped[str | None] = mapped_column(String(64))
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # claims taken
+    # Claims that ended with a transient provider failure recorded (the unit went back to pending
+    # for another call): attempts - provider_retries claims ended without any outcome (poison).
+    provider_retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -174,6 +174,13 @@ class Settings:
     metrics_port: int = 9091
     flower_port: int = 5555
     flower_basic_auth: tuple[str, ...] = field(repr=False, default=())
+    # Resilience: bounded provider calls, retries sized to the job, database outages, shutdown.
+    max_answer_bytes: int = 262144
+    max_provider_calls: int = 50
+    worker_shutdown_grace_seconds: float = 30.0
+    job_end_poll_seconds: float = 2.0
+    db_retry_base_seconds: float = 0.5
+    db_retry_max_seconds: float = 10.0
 
     @property
     def embedded(self) -> bool:
@@ -247,6 +254,12 @@ class Settings:
             metrics_port=_int(env, "METRICS_PORT", 9091),
             flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1),
             flower_basic_auth=_basic_auth(env, "FLOWER_BASIC_AUTH"),
+            max_answer_bytes=_int(env, "MAX_ANSWER_BYTES", 262144, minimum=1024),
+            max_provider_calls=_int(env, "MAX_PROVIDER_CALLS", 50, minimum=1),
+            worker_shutdown_grace_seconds=_float(env, "WORKER_SHUTDOWN_GRACE_SECONDS", 30.0, 0.0, 3600.0),
+            job_end_poll_seconds=_float(env, "JOB_END_POLL_SECONDS", 2.0, 0.1, 600.0),
+            db_retry_base_seconds=_float(env, "DB_RETRY_BASE_SECONDS", 0.5, 0.0, 600.0),
+            db_retry_max_seconds=_float(env, "DB_RETRY_MAX_SECONDS", 10.0, 0.0, 3600.0),
         )
         if settings.production and not settings.runner_signing_key:
             raise SettingsError(

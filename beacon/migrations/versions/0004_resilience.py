@@ -1,0 +1,31 @@
+"""resilience: provider retries counted apart from claims
+
+``executions.provider_retries`` counts the claims that ended with a transient provider failure
+recorded (the unit went back to ``pending`` for another call), so ``attempts - provider_retries``
+is the number of claims that ended without any outcome (a crashed or killed worker): only those
+lead to ``poison`` (MAX_UNIT_ATTEMPTS); provider calls are bounded by MAX_PROVIDER_CALLS.
+
+Revision ID: 0004_resilience
+Revises: 0002_evidence (to be chained after 0003 when merged)
+Create Date: 2026-12-01 10:00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0004_resilience'
+# On the resilience branch the previous revision is 0002_evidence; when merged after
+# 0003_submissions, this becomes '0003_submissions'.
+down_revision = '0002_evidence'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('executions', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('provider_retries', sa.Integer(), nullable=False, server_default='0'))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('executions', schema=None) as batch_op:
+        batch_op.drop_column('provider_retries')
