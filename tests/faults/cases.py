@@ -9,9 +9,10 @@ from __future__ import annotations
 #: case name -> what is done to the running system.
 CASES: dict[str, str] = {
     "worker_sigkill": "a worker is SIGKILLed while units are in flight; a new worker starts at once",
+    "worker_warm_shutdown": "a worker gets SIGTERM while a provider call hangs; it must stop within its grace period",
     "redis_restart_empty": "the broker (Redis) is killed mid-run and restarted empty; jobs are submitted while it is down",
     "database_outage": "PostgreSQL is stopped mid-run while answers are in flight, then started again; no sweeper runs",
-    "provider_slow_drip": "the provider trickles its answer a byte every 100 ms (no read ever times out)",
+    "provider_slow_drip": "the provider trickles its answer a byte a second (no read ever times out; the whole answer would outlast the job deadline)",
     "provider_huge_answer": "the provider answers 50 MiB (chunked, no Content-Length)",
     "provider_outage_20s": "the provider answers 503 to every call for 20 s, well within the job deadline",
 }

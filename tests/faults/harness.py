@@ -47,9 +47,12 @@ FAST = {
 }
 
 
+_TREE = os.environ.get("BEACON_FAULTS_WORKER_TREE", "").strip()
+_PYTHON_FLAGS = ["-P"] if _TREE else []  # -P: the working directory's tree must not shadow PYTHONPATH's
+
+
 def _worker_tree_env() -> dict[str, str]:
-    tree = os.environ.get("BEACON_FAULTS_WORKER_TREE", "").strip()
-    return {"PYTHONPATH": tree} if tree else {}
+    return {"PYTHONPATH": _TREE} if _TREE else {}
 
 
 class FaultStack(Stack):
@@ -68,13 +71,15 @@ class FaultStack(Stack):
     # ------------------------------------------------------------------ processes
 
     def start_worker(self, name: str = "worker", *args: str) -> WorkerProcess:
-        worker = WorkerProcess(self.env, self.tmp / f"{name}.log", name, args).start(self.celery)
+        worker = WorkerProcess(self.env, self.tmp / f"{name}.log", name, args)
+        worker.argv[1:1] = _PYTHON_FLAGS
+        worker.start(self.celery)
         self.workers.append(worker)
         return worker
 
     def start_beat(self) -> None:
         log = (self.tmp / "beat.log").open("ab")
-        self.beat = subprocess.Popen([sys.executable, "-m", "beacon", "beat"], env={**os.environ, **self.env},
+        self.beat = subprocess.Popen([sys.executable, *_PYTHON_FLAGS, "-m", "beacon", "beat"], env={**os.environ, **self.env},
                                      stdout=log, stderr=subprocess.STDOUT)
 
     def close(self) -> None:

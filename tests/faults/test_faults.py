@@ -51,6 +51,39 @@ def test_worker_sigkill(tmp_path, redis_server, scratch_pg):
         stack.close()
 
 
+def test_worker_warm_shutdown(tmp_path, redis_server, scratch_pg):
+    """SIGTERM with a call hanging: after WORKER_SHUTDOWN_GRACE_SECONDS the call is aborted, the unit
+    handed back (its claim refunded) and the worker exits; the next worker runs the unit."""
+    grace = 2
+    stack = FaultStack(tmp_path, scratch_pg, redis_server.url, env={"WORKER_SHUTDOWN_GRACE_SECONDS": str(grace)})
+    try:
+        first = stack.start_worker("first")
+        stack.control(hang_next=1)
+        job_id = stack.submit_job(["math_basic"], regions=("EU",), provider_timeout=120 * S, timeout=300 * S)
+        wait_for(lambda: any(c["finished"] is None for c in stack.served()), timeout=30, what="the call to hang")
+        stopped = time.monotonic()
+        first.process.terminate()
+        exited = first.process.wait(timeout=60) == 0
+        shutdown_s = time.monotonic() - stopped
+        unit = stack.reader.rows("SELECT status, attempts FROM executions WHERE job_id = :j", j=job_id)[0]
+        restarted = time.monotonic()
+        stack.start_worker("second")
+        terminal = stack.wait_all_terminal(60)
+        recovery = time.monotonic() - restarted
+        eu = stack.units_of(job_id).get("EU", {})
+        prompt = Check("stopped_within_grace", exited and shutdown_s < grace + 15,
+                       f"exited {'cleanly' if exited else 'with an error'} {shutdown_s:.1f}s after SIGTERM "
+                       f"(grace {grace}s, provider timeout 120s)")
+        handed_back = Check("unit_handed_back", unit.status == "pending" and unit.attempts == 0
+                            and eu.get("status") == "completed" and eu.get("attempts") == 1,
+                            f"after the stop: {unit.status}, {unit.attempts} claims; then {eu.get('status')} "
+                            f"with {eu.get('attempts')} claim(s)")
+        stack.verify("worker_warm_shutdown", terminal, recovery, 60, extra=[prompt, handed_back],
+                     warm_shutdown_s=round(shutdown_s, 1), grace_s=grace)
+    finally:
+        stack.close()
+
+
 def test_redis_restart_empty(tmp_path, redis_server, scratch_pg):
     """The broker loses everything; ingest keeps accepting, the relay and the sweeper recover."""
     stack = FaultStack(tmp_path, scratch_pg, redis_server.url)
@@ -103,7 +136,7 @@ def test_provider_slow_drip(tmp_path, redis_server, scratch_pg):
     stack = FaultStack(tmp_path, scratch_pg, redis_server.url)
     try:
         stack.start_worker("worker")
-        stack.control(drip_next=[{"region": "EU", "interval_ms": 100, "repeat": 1}])
+        stack.control(drip_next=[{"region": "EU", "interval_ms": 1000}])
         started = time.monotonic()
         job_id = stack.submit_job(["math_basic"], provider_timeout=3 * S, timeout=60 * S)
         terminal = stack.wait_all_terminal(45)
