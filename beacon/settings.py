@@ -181,6 +181,7 @@ class Settings:
     job_end_poll_seconds: float = 2.0
     db_retry_base_seconds: float = 0.5
     db_retry_max_seconds: float = 10.0
+    worker_heartbeat_seconds: float = 5.0
 
     @property
     def embedded(self) -> bool:
@@ -260,6 +261,7 @@ class Settings:
             job_end_poll_seconds=_float(env, "JOB_END_POLL_SECONDS", 2.0, 0.1, 600.0),
             db_retry_base_seconds=_float(env, "DB_RETRY_BASE_SECONDS", 0.5, 0.0, 600.0),
             db_retry_max_seconds=_float(env, "DB_RETRY_MAX_SECONDS", 10.0, 0.0, 3600.0),
+            worker_heartbeat_seconds=_float(env, "WORKER_HEARTBEAT_SECONDS", 5.0, 0.2, 600.0),
         )
         if settings.production and not settings.runner_signing_key:
             raise SettingsError(

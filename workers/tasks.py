@@ -51,7 +51,7 @@ def execute_unit(self, execution_id: int, resume: dict | None = None) -> str:
     try:
         with observe_unit(db, regions.provider_registry(settings), execution_id) as unit:
             return engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit,
-                                    aborts=CALLS, resume=resume).status
+                                    aborts=CALLS, resume=resume, worker=self.request.hostname).status
     except engine.DatabaseUnavailable as exc:
         raise _retry_later(self, exc, exc.resume, execution_id=execution_id) from exc
     except Exception as exc:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import and_, bindparam, exists, null, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, null, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -48,7 +48,7 @@ from beacon.execution.providers.inflight import SHUTDOWN, CallAborts
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.events import publish_event
-from beacon.models import Execution, Job
+from beacon.models import Execution, Job, WorkerHeartbeat
 from beacon.resources.jobs import get_job, require_state
 from beacon.settings import Settings
 from beacon.statuses import OPEN_JOB, OPEN_UNIT, Classification, JobStatus, UnitOutcome, UnitStatus
@@ -183,7 +183,7 @@ _CLAIM = (
            or_(_UNITS.c.status == UnitStatus.PENDING,
                and_(_UNITS.c.status == UnitStatus.RUNNING, _UNITS.c.lease_expires_at < bindparam("now"))))
     .values(status=UnitStatus.RUNNING, claimed_at=bindparam("now"), started_at=bindparam("now"),
-            lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1)
+            lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
     .returning(*_CLAIMED)
 )
 # A delivery that held the claim before the database went away takes it up again (same attempt).
@@ -191,7 +191,7 @@ _RESUME = (
     update(_UNITS)
     .where(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
            _UNITS.c.claimed_at == bindparam("held_since"))
-    .values(claimed_at=bindparam("now"), lease_expires_at=bindparam("lease_until"))
+    .values(claimed_at=bindparam("now"), lease_expires_at=bindparam("lease_until"), claimed_by=bindparam("worker"))
     .returning(*_CLAIMED)
 )
 _HELD = and_(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
@@ -211,8 +211,12 @@ _CLAIM_FINALIZE_DEADLINE = update(_JOBS).where(
 ).values(finalizing_at=bindparam("now"))
 
 
-def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: datetime | None = None) -> Claim | None:
+def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: datetime | None = None,
+               worker: str | None = None) -> Claim | None:
     """Take the unit's lease, or None when it is not ours to run (done, leased, job over).
+
+    ``worker`` (the Celery node name) is recorded as ``claimed_by``: when its heartbeat stops,
+    the sweeper knows the unit is lost without waiting for the lease.
 
     ``held_since``: the ``claimed_at`` of a claim this delivery's predecessor held when the
     database went away; when the unit still carries it, the claim is taken up again without
@@ -229,7 +233,7 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
         call_timeout = min(job.provider_timeout_ms / 1000, remaining)
         margin = settings.unit_lease_margin_seconds
         lease_until = now + timedelta(seconds=call_timeout + margin)
-        values = {"execution_id": execution_id, "now": now, "lease_until": lease_until}
+        values = {"execution_id": execution_id, "now": now, "lease_until": lease_until, "worker": worker}
         execution = None
         if held_since is not None:
             execution = session.execute(_RESUME, {**values, "held_since": held_since}).one_or_none()
@@ -344,12 +348,13 @@ class UnitObserver(Protocol):
 
 def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
               dispatch: DispatchUnit, observer: UnitObserver | None = None, aborts: CallAborts | None = None,
-              resume: dict | None = None) -> Outcome:
+              resume: dict | None = None, worker: str | None = None) -> Outcome:
     """One ``execute_unit`` delivery: run the unit, then re-dispatch it (``retry``) or finalise
     the job (the unit ended, or the deadline cut its call).
 
     ``aborts`` holds the job Aborts the worker triggers (default: a private one). ``resume`` is
     a :class:`DatabaseUnavailable`'s, from the delivery that could not reach the database.
+    ``worker`` names the worker claiming the unit (``claimed_by``).
     Raises :class:`DatabaseUnavailable` when the database cannot be reached.
     """
     if resume is not None and "finalize" in resume:
@@ -359,7 +364,7 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
             observer.finalised(finalised)
         return Outcome(UnitOutcome.SKIPPED, job_id)
     outcome = run_unit(db, settings, registry, execution_id, on_claim=observer.claimed if observer else None,
-                       aborts=aborts, resume=resume)
+                       aborts=aborts, resume=resume, worker=worker)
     if observer is not None:
         observer.outcome(outcome)
     finalised = None
@@ -385,7 +390,7 @@ def _finalize(db: Database, settings: Settings, job_id: str, *, deadline: bool =
 
 def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
              on_claim: Callable[[Claim], None] | None = None, aborts: CallAborts | None = None,
-             resume: dict | None = None) -> Outcome:
+             resume: dict | None = None, worker: str | None = None) -> Outcome:
     """Claim, call the provider, record; ``on_claim`` learns which unit this is as soon as it is
     claimed (for tags and log context). :func:`step_unit` acts on the outcome."""
     if resume is not None and "record" in resume:  # the call was made; its outcome awaits recording
@@ -394,7 +399,7 @@ def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execu
             on_claim(claim)
         return _record(db, claim, resume["record"])
     try:
-        claim = claim_unit(db, settings, execution_id)
+        claim = claim_unit(db, settings, execution_id, worker=worker)
     except Exception as exc:
         if is_db_unavailable(exc):
             raise DatabaseUnavailable(None, exc) from exc
@@ -586,10 +591,48 @@ class SweepResult:
     finalized_late: int
     units_redispatched: int
     jobs_republished: int
+    units_of_lost_workers: int = 0  # of units_redispatched: held by a worker whose heartbeat stopped
+    workers_lost: int = 0
+
+
+def heartbeat_timeout(settings: Settings) -> float:
+    """A worker whose heartbeat is older than this is taken for dead (three missed heartbeats)."""
+    return 3 * settings.worker_heartbeat_seconds
+
+
+def record_heartbeat(db: Database, worker: str, units: list[int], started_at: datetime) -> None:
+    """The worker ``worker`` is alive and holds the messages of ``units`` (received, not yet done)."""
+    now = utcnow()
+    values = {"worker": worker, "started_at": started_at, "seen_at": now, "units": sorted(set(units))}
+    with db.session() as session:
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        statement = upsert(WorkerHeartbeat).values(**values)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["worker"], set_={"seen_at": now, "units": values["units"], "started_at": started_at}))
+
+
+def forget_worker(db: Database, worker: str) -> None:
+    """A worker leaving cleanly: it holds nothing any more."""
+    with db.session() as session:
+        session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker == worker))
 
 
 def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_job: Callable[[str], None]) -> SweepResult:
-    """The periodic safety net (beat): nothing accepted is left without a way to a terminal state."""
+    """The periodic safety net (beat): nothing accepted is left without a way to a terminal state.
+
+    Lost units are told from queued ones with the workers' heartbeats: the open units held by a
+    worker whose heartbeat stopped, or claimed by it (``claimed_by``), and held by no live worker,
+    are re-dispatched at once (a running one's lease is ended first), when some worker is alive
+    to run them. The timers remain the
+    safety net for what no heartbeat names (a broker that lost its messages, workers without
+    heartbeats): expired leases, and units still pending ``PENDING_REDISPATCH_SECONDS`` after
+    dispatch — except units a live worker holds (received, waiting for a thread or a retry's
+    countdown), which are queued, not lost.
+    """
     now = utcnow()
     with db.session() as session:
         overdue = list(session.scalars(
@@ -602,18 +645,45 @@ def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_jo
             select(Job.id).where(Job.status == JobStatus.QUEUED,
                                  Job.created_at <= now - timedelta(seconds=settings.job_queued_grace_seconds))
         ))
+        cutoff = now - timedelta(seconds=heartbeat_timeout(settings))
+        beats = session.execute(select(WorkerHeartbeat.worker, WorkerHeartbeat.seen_at, WorkerHeartbeat.units)).all()
+        live = [b for b in beats if b.seen_at > cutoff]
+        dead = [b for b in beats if b.seen_at <= cutoff] if live else []  # nobody alive: nothing to hand over
+        held_live = {int(u) for b in live for u in b.units}
+        orphans = {int(u) for b in dead for u in b.units} - held_live
+        dead_names = [b.worker for b in dead]
+        runnable = Execution.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING, Job.deadline_at > now))
+        rescued = []
+        if dead:
+            of_dead = or_(Execution.id.in_(sorted(orphans)),
+                          and_(Execution.status == UnitStatus.RUNNING, Execution.claimed_by.in_(dead_names)))
+            if held_live:
+                of_dead = and_(of_dead, Execution.id.not_in(sorted(held_live)))
+            rescued = session.execute(
+                update(Execution)
+                .where(of_dead, Execution.status.in_(OPEN_UNIT), runnable)
+                .values(dispatched_at=now, lease_expires_at=case((Execution.status == UnitStatus.RUNNING, now),
+                                                                 else_=Execution.lease_expires_at))
+                .returning(Execution.id, Execution.region)
+            ).all()
+        if dead:
+            session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker.in_([b.worker for b in dead]),
+                                                          WorkerHeartbeat.seen_at <= cutoff))
         lost = or_(
             and_(Execution.status == UnitStatus.RUNNING, Execution.lease_expires_at < now),
             and_(Execution.status == UnitStatus.PENDING,
                  Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)),
         )
-        units = session.execute(
+        timed = (
             update(Execution)
-            .where(lost, Execution.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING, Job.deadline_at > now)))
+            .where(lost, runnable)
             .where(or_(Execution.dispatched_at.is_(None),
                        Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)))
-            .values(dispatched_at=now)
-            .returning(Execution.id, Execution.region)
+        )
+        if held_live:
+            timed = timed.where(Execution.id.not_in(sorted(held_live)))
+        units = rescued + session.execute(
+            timed.values(dispatched_at=now).returning(Execution.id, Execution.region)
         ).all()
     deadline_done = sum(1 for job_id in overdue if finalize_job(db, settings, job_id, deadline=True))
     late_done = sum(1 for job_id in stalled if finalize_job(db, settings, job_id))
@@ -621,7 +691,10 @@ def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_jo
         dispatch(execution_id, region, 0)
     for job_id in queued:
         republish_job(job_id)
-    result = SweepResult(deadline_done, late_done, len(units), len(queued))
+    result = SweepResult(deadline_done, late_done, len(units), len(queued), len(rescued), len(dead))
     if any(vars(result).values()):
         log.info("sweep", extra=vars(result))
+    if dead:
+        log.warning("workers lost: their units dispatched again", extra={
+            "workers": [b.worker for b in dead], "units": len(rescued)})
     return result

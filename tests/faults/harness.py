@@ -125,6 +125,14 @@ class FaultStack(Stack):
                                 ids=list(self.jobs))
         return {row.status: row.n for row in rows}
 
+    def calls_in_flight(self, min_age_s: float = 0.0) -> int:
+        """Running units claimed at least ``min_age_s`` ago, and none claimed more recently (mid-call)."""
+        rows = self.reader.rows(
+            "SELECT count(*) AS n, min(extract(epoch FROM now() - claimed_at)) AS youngest FROM executions "
+            "WHERE status = 'running' AND job_id = ANY(:ids)", ids=list(self.jobs))
+        n, youngest = rows[0].n, rows[0].youngest
+        return n if n and youngest is not None and youngest >= min_age_s else 0
+
     def terminal(self) -> dict[str, str]:
         try:
             return {j: s for j, s in self.reader.statuses(list(self.jobs)).items() if s in TERMINAL}
