@@ -53,6 +53,15 @@ def latest(lines: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     return found
 
 
+def latest_by_scale(lines: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """case -> scale (``ci``, ``full``) -> invariant -> its last line."""
+    found: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for line in lines:
+        if "case" in line and "invariant" in line:
+            found.setdefault(line["case"], {}).setdefault(line.get("scale", "ci"), {})[line["invariant"]] = line
+    return found
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -72,65 +81,67 @@ def _measurements(line: dict[str, Any]) -> str:
     return ", ".join(f"{k} {_fmt(v)}" for k, v in extra.items()) or "–"
 
 
-def fault_section(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+def fault_section(results: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> list[str]:
     out = ["## Fault cases", "",
            "Each case runs against the real system (API, Celery workers and beat in their own processes, "
-           "PostgreSQL, Redis, the model simulator over HTTP) and checks every invariant below. "
+           "PostgreSQL, Redis, the model simulator over HTTP) and checks every invariant below; `ci` is the "
+           "small scale `scripts/faults` runs, `full` the bigger one of `scripts/faults --full`. "
            "*Recovery* is the time from the end of the fault (restart, resume, end of the outage; for the "
            "provider cases, from submission) until the last job ended. Bounds prove \"recovered, not hung\"; "
            "they are not performance targets.", "",
            "| case | what is done | scale | result | recovery (s) | bound (s) | jobs completed | measurements |",
            "|---|---|---|---|---|---|---|---|"]
     for case, description in CASES.items():
-        checks = results.get(case)
-        if not checks:
+        scales = results.get(case)
+        if not scales:
             out.append(f"| `{case}` | {description} | – | not run | – | – | – | – |")
             continue
-        first = checks.get("terminal_within_bound") or next(iter(checks.values()))
-        out.append(f"| `{case}` | {description} | {first.get('scale', '–')} | {_verdict(checks)} | "
-                   f"{_fmt(first.get('recovery_s'))} | {_fmt(first.get('bound_s'))} | "
-                   f"{_fmt(first.get('jobs_completed'))}/{_fmt(first.get('jobs'))} | {_measurements(first)} |")
+        for scale in sorted(scales, key=lambda s: (s != "ci", s)):
+            checks = scales[scale]
+            first = checks.get("terminal_within_bound") or next(iter(checks.values()))
+            out.append(f"| `{case}` | {description} | {scale} | {_verdict(checks)} | "
+                       f"{_fmt(first.get('recovery_s'))} | {_fmt(first.get('bound_s'))} | "
+                       f"{_fmt(first.get('jobs_completed'))}/{_fmt(first.get('jobs'))} | {_measurements(first)} |")
     out += ["", "### Invariants", ""]
     out += [f"- `{name}`: {text}" for name, text in INVARIANTS.items()]
     out += ["", "Cases add their own checks (e.g. `answer_too_large_recorded`, `worker_memory_bounded`, "
             "`every_job_completed`); every check of every case is in the table below.", "",
-            "| case | check | result | detail |", "|---|---|---|---|"]
+            "| case | scale | check | result | detail |", "|---|---|---|---|---|"]
     for case in CASES:
-        for name, line in results.get(case, {}).items():
-            out.append(f"| `{case}` | `{name}` | {line.get('result')} | {line.get('detail') or '–'} |")
+        for scale, checks in sorted(results.get(case, {}).items(), key=lambda item: (item[0] != "ci", item[0])):
+            for name, line in checks.items():
+                out.append(f"| `{case}` | {scale} | `{name}` | {line.get('result')} | {line.get('detail') or '–'} |")
     unknown = sorted(set(results) - set(CASES))
     if unknown:
         out += ["", "Reported cases the suite no longer defines: " + ", ".join(f"`{c}`" for c in unknown) + "."]
     return out
 
 
-def baseline_section(before: dict[str, dict[str, dict[str, Any]]], after: dict[str, dict[str, dict[str, Any]]],
-                     baseline_dir: Path) -> list[str]:
+def baseline_section(before: dict[str, dict[str, dict[str, dict[str, Any]]]],
+                     after: dict[str, dict[str, dict[str, dict[str, Any]]]], baseline_dir: Path) -> list[str]:
     version_file = baseline_dir / "VERSION"
     version = version_file.read_text().strip() if version_file.exists() else f"the reports in `{baseline_dir.name}`"
     out = ["## Before and after", "",
            f"The same cases with the workers and beat of an older version ({version}); the API, the simulator "
-           "and the checks are this version's.", "",
-           "| case | before: result | before: recovery (s) | before: jobs completed | after: result | "
-           "after: recovery (s) | after: jobs completed |", "|---|---|---|---|---|---|---|"]
+           "and the checks are this version's. Compared at the same scale.", "",
+           "| case | scale | before: result | before: recovery (s) | before: jobs completed | after: result | "
+           "after: recovery (s) | after: jobs completed | before → after |", "|---|---|---|---|---|---|---|---|---|"]
     for case in CASES:
-        cells = []
-        for results in (before, after):
-            checks = results.get(case)
-            if not checks:
-                cells += ["not run", "–", "–"]
-                continue
-            first = checks.get("terminal_within_bound") or next(iter(checks.values()))
-            cells += [_verdict(checks), _fmt(first.get("recovery_s")),
-                      f"{_fmt(first.get('jobs_completed'))}/{_fmt(first.get('jobs'))}"]
-        out.append(f"| `{case}` | " + " | ".join(cells) + " |")
-    memory = [(case, before.get(case, {}), after.get(case, {})) for case in CASES]
-    rss = [(case, b.get("terminal_within_bound", {}).get("worker_peak_rss_growth_mib"),
-            a.get("terminal_within_bound", {}).get("worker_peak_rss_growth_mib")) for case, b, a in memory]
-    rss = [row for row in rss if row[1] is not None or row[2] is not None]
-    if rss:
-        out += ["", "| case | worker peak RSS growth before (MiB) | after (MiB) |", "|---|---|---|"]
-        out += [f"| `{case}` | {_fmt(b)} | {_fmt(a)} |" for case, b, a in rss]
+        for scale in sorted(before.get(case, {}), key=lambda s: (s != "ci", s)):
+            cells, firsts = [], []
+            for results in (before, after):
+                checks = results.get(case, {}).get(scale)
+                if not checks:
+                    cells += ["not run", "–", "–"]
+                    firsts.append({})
+                    continue
+                first = checks.get("terminal_within_bound") or next(iter(checks.values()))
+                firsts.append(first)
+                cells += [_verdict(checks), _fmt(first.get("recovery_s")),
+                          f"{_fmt(first.get('jobs_completed'))}/{_fmt(first.get('jobs'))}"]
+            changed = [f"{key} {_fmt(firsts[0].get(key))} → {_fmt(firsts[1].get(key))}"
+                       for key in ("worker_peak_rss_growth_mib", "warm_shutdown_s") if firsts[0].get(key) is not None]
+            out.append(f"| `{case}` | {scale} | " + " | ".join(cells) + f" | {', '.join(changed) or '–'} |")
     return out
 
 
@@ -175,7 +186,7 @@ def hostile_section(lines: list[dict[str, Any]]) -> list[str]:
 
 
 def render(reports: Path, baseline: Path | None = None) -> str:
-    faults = latest(read_lines(reports / "faults.jsonl"))
+    faults = latest_by_scale(read_lines(reports / "faults.jsonl"))
     out = [HEADER, "", "# Reliability", "",
            "What Beacon Runner does when its dependencies fail, measured. This page is generated from the "
            "JSON lines the fault suite (`tests/faults`, run by `scripts/faults`), the soak "
@@ -183,7 +194,7 @@ def render(reports: Path, baseline: Path | None = None) -> str:
            "`$BEACON_REPORT_DIR`; regenerate it with `python -m bench.reliability_report`.", ""]
     out += fault_section(faults)
     if baseline is not None:
-        out += [""] + baseline_section(latest(read_lines(baseline / "faults.jsonl")), faults, baseline)
+        out += [""] + baseline_section(latest_by_scale(read_lines(baseline / "faults.jsonl")), faults, baseline)
     out += [""] + soak_section(read_lines(reports / "soak.jsonl"))
     hostile = hostile_section(read_lines(reports / "hostile.jsonl"))
     if hostile:

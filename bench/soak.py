@@ -65,7 +65,7 @@ def run(duration: float, rate: float, questions: int, work: Path) -> bool:
                 (0.10, "provider outage 5 s", lambda: stack.control(outage_s=5)),
                 (0.25, "trickled answers", lambda: stack.control(drip_next=[{"interval_ms": 500, "repeat": 3}])),
                 (0.40, "50 MiB answers", lambda: stack.control(huge_next=[{"bytes": 50 * 2**20, "repeat": 2}])),
-                (0.50, "warm shutdown with a call hanging", lambda: warm_stop(stack, stopped)),
+                (0.50, "warm shutdown of a worker (one more call hangs)", lambda: warm_stop(stack, stopped)),
                 (0.65, "hung calls", lambda: stack.control(hang_next=3)),
                 (0.75, "worker SIGKILL", lambda: kill(stack, killed)),
             ]

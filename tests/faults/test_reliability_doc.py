@@ -36,6 +36,6 @@ def test_results_failures_and_hostile_lines_are_rendered(tmp_path):
         json.dumps({"case": "deep_json", "expected": {"status": 400}, "got": {"status": 400, "error_code": "x"}}) + "\n"
         + json.dumps({"case": "huge_body", "expected": {"status": 413}, "got": {"status": 500}}) + "\n")
     text = render(tmp_path)
-    assert "| `worker_sigkill` | " in text and "| pass | 4.3 | 60 | 3/3 |" in text
+    assert "| `worker_sigkill` | " in text and "| ci | pass | 4.3 | 60 | 3/3 |" in text
     assert "FAIL: outbox_drained" in text and "2 unpublished" in text
     assert "1 of 2 cases answered as expected" in text
