@@ -62,6 +62,20 @@ def test_three_regions_two_models_three_questions(fresh):
     assert len(fresh.served()) == 18, "each unit called its provider exactly once"
 
 
+def test_finished_at_is_stamped_after_sealing(fresh):
+    """finished_at is the finalising commit's time: not before the bundle and the log entry were made."""
+    from beacon.models import Bundle, TransparencyEntry
+
+    job_id = fresh.submit()
+    assert fresh.wait_terminal(job_id)["status"] == "completed"
+    with fresh.db.session() as session:
+        job = session.get(Job, job_id)
+        bundle = session.scalars(select(Bundle).where(Bundle.job_id == job_id)).one()
+        entry = session.scalars(select(TransparencyEntry).where(TransparencyEntry.job_id == job_id)).one()
+        assert job.finished_at >= entry.created_at >= bundle.created_at
+        assert job.finished_at >= job.finalizing_at
+
+
 def test_units_of_different_regions_run_concurrently(fresh):
     fresh.control(latency_ms=400)
     job_id = fresh.submit()
