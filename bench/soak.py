@@ -20,6 +20,7 @@ drain after the last submission) and one ``summary`` line with the measurements.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import tempfile
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=0.5, help="jobs submitted per second")
     parser.add_argument("--questions", type=int, default=2, choices=range(1, len(QUESTIONS) + 1))
     args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the simulator's request lines
     os.environ.setdefault("BEACON_REPORT_DIR", str(Path("beacon-data/reports").resolve()))
     with tempfile.TemporaryDirectory(prefix="beacon-soak-") as work:
         ok = run(args.duration, args.rate, args.questions, Path(work))

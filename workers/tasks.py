@@ -28,10 +28,17 @@ def _retry_later(task, exc: BaseException, resume: dict | None, **ids: object): 
     """Send the message again after a backoff (the broker holds it; nothing is lost meanwhile)."""
     delay = engine.db_retry_delay(get_settings(), task.request.retries)
     log.warning("database unavailable: delivery retried", extra={
-        **ids, "retry_in": round(delay, 2), "retries": task.request.retries, "resume": bool(resume),
+        **ids, "retry_in": round(delay, 2), "retries": task.request.retries, "resume": _stage(resume),
         "error": str(exc)[:300]})
     kwargs = {"resume": resume} if resume is not None else {}
     return task.retry(args=list(ids.values()), kwargs=kwargs, countdown=delay, max_retries=None)
+
+
+def _stage(resume: dict | None) -> str:
+    """What the retried delivery takes up: ``start`` (nothing done), ``claim``, ``record``, ``finalize``."""
+    if not resume:
+        return "start"
+    return "record" if "record" in resume else "finalize" if "finalize" in resume else "claim"
 
 
 @shared_task(name=RUN_JOB, ignore_result=True, bind=True, max_retries=None)

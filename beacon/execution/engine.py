@@ -71,9 +71,11 @@ def is_db_unavailable(error: BaseException) -> bool:
 class DatabaseUnavailable(Exception):
     """The database could not be reached during a delivery; ``resume`` (JSON) says what to redo.
 
-    ``None``: nothing was done, run the delivery again. Otherwise a dict: ``{"record": ...,
-    "claim": ...}`` (an outcome obtained under a claim, to record), or ``{"finalize": job_id,
-    "deadline": bool}`` (the unit is recorded, its job's finalisation is left to do).
+    ``None``: nothing was done, run the delivery again. Otherwise a dict: ``{"held_since": ...}``
+    (a claim stamped so may have committed: take it up again if the unit carries it),
+    ``{"record": ..., "claim": ...}`` (an outcome obtained under a claim, to record), or
+    ``{"finalize": job_id, "deadline": bool}`` (the unit is recorded, its job's finalisation is
+    left to do).
     """
 
     def __init__(self, resume: dict | None, cause: BaseException):
@@ -212,17 +214,18 @@ _CLAIM_FINALIZE_DEADLINE = update(_JOBS).where(
 
 
 def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: datetime | None = None,
-               worker: str | None = None) -> Claim | None:
+               worker: str | None = None, now: datetime | None = None) -> Claim | None:
     """Take the unit's lease, or None when it is not ours to run (done, leased, job over).
 
     ``worker`` (the Celery node name) is recorded as ``claimed_by``: when its heartbeat stops,
-    the sweeper knows the unit is lost without waiting for the lease.
+    the sweeper knows the unit is lost without waiting for the lease. ``now`` (default: the
+    current time) is the claim's stamp, ``claimed_at``.
 
-    ``held_since``: the ``claimed_at`` of a claim this delivery's predecessor held when the
-    database went away; when the unit still carries it, the claim is taken up again without
-    counting a new attempt.
+    ``held_since``: the ``claimed_at`` of a claim this delivery's predecessor may hold (the
+    database went away after, or while committing, the claim); when the unit still carries it,
+    the claim is taken up again without counting a new attempt.
     """
-    now = utcnow()
+    now = now or utcnow()
     with db.session() as session:
         job = session.execute(_CLAIM_JOB, {"execution_id": execution_id}).one_or_none()
         if job is None or job.status != JobStatus.RUNNING or job.finalizing_at is not None:
@@ -398,11 +401,13 @@ def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execu
         if on_claim is not None:
             on_claim(claim)
         return _record(db, claim, resume["record"])
+    held_since = parse_rfc3339(resume["held_since"]) if resume and resume.get("held_since") else None
+    stamp = utcnow()
     try:
-        claim = claim_unit(db, settings, execution_id, worker=worker)
+        claim = claim_unit(db, settings, execution_id, held_since=held_since, worker=worker, now=stamp)
     except Exception as exc:
-        if is_db_unavailable(exc):
-            raise DatabaseUnavailable(None, exc) from exc
+        if is_db_unavailable(exc):  # the claim may have committed before the connection was lost
+            raise DatabaseUnavailable({"held_since": isoformat(stamp)}, exc) from exc
         raise
     if claim is None:
         return Outcome(UnitOutcome.SKIPPED)
