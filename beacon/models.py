@@ -116,8 +116,12 @@ class Execution(Base):
     classification: Mapped[str | None] = mapped_column(String(32))
     output: Mapped[str | None] = mapped_column(Text)
     output_sha256: Mapped[str | None] = mapped_column(String(64))
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # claims taken
+    # Claims that ended with a transient provider failure recorded (the unit went back to pending
+    # for another call): attempts - provider_retries claims ended without any outcome (poison).
+    provider_retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(255))  # the worker (Celery node) of the last claim
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -259,3 +263,18 @@ class TransparencyHead(Base):
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
     frontier: Mapped[list] = mapped_column(JSONType, nullable=False)  # hex roots of the perfect subtrees
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """A worker's last sign of life and the units whose messages it holds (received, not yet done).
+
+    The sweeper (``beacon.execution.engine.sweep``) tells a lost unit from a queued one by it:
+    units held by a worker whose heartbeat stopped are re-dispatched at once.
+    """
+
+    __tablename__ = "worker_heartbeats"
+
+    worker: Mapped[str] = mapped_column(String(255), primary_key=True)  # the Celery node name
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    units: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)  # execution ids held

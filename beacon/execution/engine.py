@@ -6,10 +6,18 @@ Every state change is a conditional UPDATE, so a second delivery of any message 
   NOTHING``), then one ``execute_unit`` message per unit on its region queue.
 * ``step_unit``: one ``execute_unit`` delivery, start to finish. ``run_unit`` claims its row
   with a lease (``pending``, or ``running`` with an expired lease), calls the region's
-  provider, and records the outcome only while it still holds that lease. Transient errors go
-  back to ``pending`` and retry with backoff; permanent ones fail at once; a unit whose claims
-  reach ``MAX_UNIT_ATTEMPTS`` fails with code ``poison``. ``step_unit`` then does what the
-  outcome calls for: re-dispatch, or finalise the job.
+  provider with one deadline (:func:`call_deadline`: the provider timeout, the job's deadline
+  and the lease less its margin, whichever comes first), and records the outcome only while it
+  still holds that lease. Transient errors go back to ``pending`` and retry with backoff while
+  the job's deadline leaves time for another call, at most ``MAX_PROVIDER_CALLS`` calls;
+  permanent ones fail at once. A unit whose claims ended without any outcome (a crashed or
+  killed worker) ``MAX_UNIT_ATTEMPTS`` times fails with code ``poison``; provider retries do not
+  count there (``provider_retries``). A call cut off by a worker shutting down hands the unit
+  back (its claim refunded) and re-dispatches it. ``step_unit`` then does what the outcome calls
+  for: re-dispatch, or finalise the job.
+* A database that cannot be reached raises :class:`DatabaseUnavailable`, carrying what the
+  delivery had done (``resume``); the task retries later with it, so an answer already
+  received is recorded then, and a finalisation is not lost.
 * ``finalize_job``: claimed once through ``finalizing_at`` when every unit is terminal or the
   deadline has passed; unfinished units become ``timeout`` and the job ``completed`` or
   ``failed`` by ``min_success_rate`` and ``min_regions``, all in one transaction.
@@ -25,11 +33,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import time
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Callable, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Callable, Protocol
 
-from sqlalchemy import and_, bindparam, exists, null, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, null, or_, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from beacon.db import Database, insert_ignore
 from beacon.errors import InvalidState, not_found
@@ -37,18 +48,52 @@ from beacon.execution.analysis import Thresholds, analyse
 from beacon.execution.bias import score_answer
 from beacon.execution.classify import classify, is_success
 from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest
+from beacon.execution.providers.base import ProviderAborted
+from beacon.execution.providers.inflight import SHUTDOWN, CallAborts
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.celery_app import EXECUTE_UNIT, region_queue
 from beacon.messaging.events import publish_event
 from beacon.messaging.outbox import enqueue
-from beacon.models import Execution, Job
+from beacon.models import Execution, Job, WorkerHeartbeat
 from beacon.resources.jobs import get_job, require_state
 from beacon.settings import Settings
 from beacon.statuses import OPEN_JOB, OPEN_UNIT, Classification, JobStatus, UnitOutcome, UnitStatus
-from beacon.timeutil import isoformat, utcnow
+from beacon.timeutil import isoformat, parse_rfc3339, utcnow
 
 log = logging.getLogger(__name__)
+
+#: A transient failure is retried only when at least this long is left, after the backoff, for
+#: another call before the job's deadline; otherwise the unit fails with its last error.
+MIN_CALL_SECONDS = 1.0
+
+
+def is_db_unavailable(error: BaseException) -> bool:
+    """The database cannot be reached (down, restarting, connection lost), as opposed to a bug."""
+    if isinstance(error, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached during a delivery; ``resume`` (JSON) says what to redo.
+
+    ``None``: nothing was done, run the delivery again. Otherwise a dict: ``{"held_since": ...}``
+    (a claim stamped so may have committed: take it up again if the unit carries it),
+    ``{"record": ..., "claim": ...}`` (an outcome obtained under a claim, to record), or
+    ``{"finalize": job_id, "deadline": bool}`` (the unit is recorded, its job's finalisation is
+    left to do).
+    """
+
+    def __init__(self, resume: dict | None, cause: BaseException):
+        super().__init__(f"database unavailable: {type(cause).__name__}: {cause}")
+        self.resume = resume
+
+
+def db_retry_delay(settings: Settings, retries: int) -> float:
+    """Backoff for a delivery that could not reach the database: exponential, jittered, capped."""
+    ceiling = min(settings.db_retry_max_seconds, settings.db_retry_base_seconds * 2 ** retries)
+    return random.uniform(ceiling / 2, ceiling)
 
 
 # dispatch(execution_id, region, countdown_seconds) publishes one execute_unit message.
@@ -107,10 +152,27 @@ class Claim:
     question_id: str
     prompt: str
     attempts: int
-    claimed_at: object
+    claimed_at: datetime | None
     call_timeout_s: float
-    deadline_at: object = None
+    deadline_at: datetime | None = None
     dead_lettered: bool = False  # the claim used the last attempt: the unit is already failed as poison
+    provider_retries: int = 0  # transient failures recorded before this claim
+    lease_until: datetime | None = None
+    lease_margin_s: float = 0.0
+
+    def to_resume(self) -> dict[str, Any]:
+        """What a later delivery needs to record this claim's outcome (JSON)."""
+        return {"execution_id": self.execution_id, "job_id": self.job_id, "region": self.region,
+                "model_id": self.model_id, "question_id": self.question_id, "attempts": self.attempts,
+                "provider_retries": self.provider_retries, "held_since": isoformat(self.claimed_at),
+                "deadline_at": isoformat(self.deadline_at)}
+
+    @classmethod
+    def from_resume(cls, data: dict[str, Any]) -> Claim:
+        return cls(data["execution_id"], data["job_id"], data["region"], data["model_id"], data["question_id"], "",
+                   data["attempts"], parse_rfc3339(data["held_since"]), 0.0,
+                   parse_rfc3339(data["deadline_at"]) if data.get("deadline_at") else None,
+                   provider_retries=data.get("provider_retries", 0))
 
 
 # The hot path's statements, built once on the tables (Core: no ORM flush or bulk-update path);
@@ -122,15 +184,24 @@ _CLAIM_JOB = (  # only the columns a claim needs, never the spec or raw body
     .join(_UNITS, _UNITS.c.job_id == _JOBS.c.id)
     .where(_UNITS.c.id == bindparam("execution_id"))
 )
+_CLAIMED = (_UNITS.c.attempts, _UNITS.c.provider_retries, _UNITS.c.region, _UNITS.c.model_id, _UNITS.c.question_id,
+            _UNITS.c.prompt, _UNITS.c.provider, _UNITS.c.failure)
 _CLAIM = (
     update(_UNITS)
     .where(_UNITS.c.id == bindparam("execution_id"),
            or_(_UNITS.c.status == UnitStatus.PENDING,
                and_(_UNITS.c.status == UnitStatus.RUNNING, _UNITS.c.lease_expires_at < bindparam("now"))))
     .values(status=UnitStatus.RUNNING, claimed_at=bindparam("now"), started_at=bindparam("now"),
-            lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1)
-    .returning(_UNITS.c.attempts, _UNITS.c.region, _UNITS.c.model_id, _UNITS.c.question_id, _UNITS.c.prompt,
-               _UNITS.c.provider, _UNITS.c.failure)
+            lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
+    .returning(*_CLAIMED)
+)
+# A delivery that held the claim before the database went away takes it up again (same attempt).
+_RESUME = (
+    update(_UNITS)
+    .where(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
+           _UNITS.c.claimed_at == bindparam("held_since"))
+    .values(claimed_at=bindparam("now"), lease_expires_at=bindparam("lease_until"), claimed_by=bindparam("worker"))
+    .returning(*_CLAIMED)
 )
 _HELD = and_(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
              _UNITS.c.claimed_at == bindparam("held_since"))
@@ -154,9 +225,19 @@ _CLAIM_FINALIZE_DEADLINE = update(_JOBS).where(
 ).values(finalizing_at=bindparam("now"))
 
 
-def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | None:
-    """Take the unit's lease, or None when it is not ours to run (done, leased, job over)."""
-    now = utcnow()
+def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: datetime | None = None,
+               worker: str | None = None, now: datetime | None = None) -> Claim | None:
+    """Take the unit's lease, or None when it is not ours to run (done, leased, job over).
+
+    ``worker`` (the Celery node name) is recorded as ``claimed_by``: when its heartbeat stops,
+    the sweeper knows the unit is lost without waiting for the lease. ``now`` (default: the
+    current time) is the claim's stamp, ``claimed_at``.
+
+    ``held_since``: the ``claimed_at`` of a claim this delivery's predecessor may hold (the
+    database went away after, or while committing, the claim); when the unit still carries it,
+    the claim is taken up again without counting a new attempt.
+    """
+    now = now or utcnow()
     with db.session() as session:
         job = session.execute(_CLAIM_JOB, {"execution_id": execution_id}).one_or_none()
         if job is None or job.status != JobStatus.RUNNING or job.finalizing_at is not None:
@@ -165,31 +246,54 @@ def claim_unit(db: Database, settings: Settings, execution_id: int) -> Claim | N
         if remaining <= 0:
             return None  # the deadline sweep finalises the job and times the unit out
         call_timeout = min(job.provider_timeout_ms / 1000, remaining)
-        lease_until = now + timedelta(seconds=call_timeout + settings.unit_lease_margin_seconds)
-        execution = session.execute(
-            _CLAIM, {"execution_id": execution_id, "now": now, "lease_until": lease_until}
-        ).one_or_none()
+        margin = settings.unit_lease_margin_seconds
+        lease_until = now + timedelta(seconds=call_timeout + margin)
+        values = {"execution_id": execution_id, "now": now, "lease_until": lease_until, "worker": worker}
+        execution = None
+        if held_since is not None:
+            execution = session.execute(_RESUME, {**values, "held_since": held_since}).one_or_none()
         if execution is None:
-            return None
-        claimed = execution.attempts
-        if claimed > settings.max_unit_attempts:
-            execution_failure = {
-                "code": "poison", "transient": False, "stage": "claim", "region": execution.region,
-                "model": execution.model_id, "provider": execution.provider,
-                "message": f"unit used all {settings.max_unit_attempts} attempts without an answer",
-                "dead_letter": True, "last_error": execution.failure,
-            }
-            session.execute(
-                update(_UNITS).where(_UNITS.c.id == execution_id)
-                .values(status=UnitStatus.FAILED, completed_at=now, duration_ms=0, lease_expires_at=None,
-                        attempts=settings.max_unit_attempts, failure=execution_failure,
-                        classification=Classification.TECHNICAL_FAILURE)
-            )
-            log.warning("unit dead-lettered", extra={"job_id": job.id, "execution_id": execution_id})
-            return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
-                         execution.prompt, claimed, None, 0.0, dead_lettered=True)
+            execution = session.execute(_CLAIM, values).one_or_none()
+            if execution is None:
+                return None
+            lost = execution.attempts - execution.provider_retries  # this claim included
+            if lost > settings.max_unit_attempts:
+                return _dead_letter(session, settings, job.id, execution_id, execution, now)
         return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
-                     execution.prompt, claimed, now, call_timeout, job.deadline_at)
+                     execution.prompt, execution.attempts, now, call_timeout, job.deadline_at,
+                     provider_retries=execution.provider_retries, lease_until=lease_until, lease_margin_s=margin)
+
+
+def _dead_letter(session, settings: Settings, job_id: str, execution_id: int, execution, now: datetime) -> Claim:  # noqa: ANN001
+    """The unit's claims ended without any outcome MAX_UNIT_ATTEMPTS times: fail it as ``poison``."""
+    execution_failure = {
+        "code": "poison", "transient": False, "stage": "claim", "region": execution.region,
+        "model": execution.model_id, "provider": execution.provider,
+        "message": f"unit used all {settings.max_unit_attempts} attempts without an answer",
+        "dead_letter": True, "last_error": execution.failure,
+    }
+    session.execute(
+        update(_UNITS).where(_UNITS.c.id == execution_id)
+        .values(status=UnitStatus.FAILED, completed_at=now, duration_ms=0, lease_expires_at=None,
+                attempts=execution.attempts - 1,  # this claim did not run
+                failure=execution_failure, classification=Classification.TECHNICAL_FAILURE)
+    )
+    log.warning("unit dead-lettered", extra={"job_id": job_id, "execution_id": execution_id})
+    return Claim(execution_id, job_id, execution.region, execution.model_id, execution.question_id,
+                 execution.prompt, execution.attempts - 1, None, 0.0, dead_lettered=True)
+
+
+def call_deadline(claim: Claim) -> float:
+    """The :func:`time.monotonic` time the claim's provider call must end by: the earliest of the
+    provider timeout, the job's deadline, and the lease less its margin (so the worker still
+    holds the lease when it records the outcome). In the past when none of them leaves time."""
+    wall, mono = utcnow(), time.monotonic()
+    left = claim.call_timeout_s
+    if claim.deadline_at is not None:
+        left = min(left, (claim.deadline_at - wall).total_seconds())
+    if claim.lease_until is not None:
+        left = min(left, (claim.lease_until - wall).total_seconds() - claim.lease_margin_s)
+    return mono + left
 
 
 def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
@@ -213,20 +317,34 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
         }).rowcount)
 
 
-def record_failure(db: Database, claim: Claim, error: ProviderError, provider: str, final: bool,
+def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
                    retry_in: float = 0.0) -> bool:
-    """Fail the unit (``final``) or hand it back as ``pending`` for a retry in ``retry_in`` seconds."""
+    """Fail the unit (``final``) or hand it back as ``pending`` for a retry in ``retry_in`` seconds
+    (counted in ``provider_retries``, not as a lost claim)."""
     now = utcnow()
-    failure = {**error.to_dict(), "attempt": claim.attempts}
+    failure = error if isinstance(error, dict) else {**error.to_dict(), "attempt": claim.attempts}
     values: dict = {"failure": failure, "provider": provider, "lease_expires_at": None}
     if final:
         values.update(status=UnitStatus.FAILED, classification=Classification.TECHNICAL_FAILURE, completed_at=now,
                       duration_ms=int((now - claim.claimed_at).total_seconds() * 1000))
     else:
-        values.update(status=UnitStatus.PENDING, dispatched_at=now + timedelta(seconds=retry_in))
+        values.update(status=UnitStatus.PENDING, dispatched_at=now + timedelta(seconds=retry_in),
+                      provider_retries=_UNITS.c.provider_retries + 1)
     with db.session() as session:
         held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at}
         return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount)
+
+
+def release_unit(db: Database, claim: Claim) -> bool:
+    """Hand a unit whose call this worker cut off (shutting down) back as ``pending``, its claim
+    refunded: the unit was not at fault, and another worker runs it at once."""
+    now = utcnow()
+    with db.session() as session:
+        return bool(session.execute(
+            update(_UNITS).where(_HELD).values(status=UnitStatus.PENDING, lease_expires_at=None, dispatched_at=now,
+                                               attempts=_UNITS.c.attempts - 1),
+            {"execution_id": claim.execution_id, "held_since": claim.claimed_at},
+        ).rowcount)
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:
@@ -253,54 +371,165 @@ class UnitObserver(Protocol):
 
 
 def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
-              dispatch: DispatchUnit, observer: UnitObserver | None = None) -> Outcome:
+              dispatch: DispatchUnit, observer: UnitObserver | None = None, aborts: CallAborts | None = None,
+              resume: dict | None = None, worker: str | None = None) -> Outcome:
     """One ``execute_unit`` delivery: run the unit, then re-dispatch it (``retry``) or finalise
-    the job (the unit ended, or the deadline cut its call)."""
-    outcome = run_unit(db, settings, registry, execution_id, on_claim=observer.claimed if observer else None)
+    the job (the unit ended, or the deadline cut its call).
+
+    ``aborts`` holds the job Aborts the worker triggers (default: a private one). ``resume`` is
+    a :class:`DatabaseUnavailable`'s, from the delivery that could not reach the database.
+    ``worker`` names the worker claiming the unit (``claimed_by``).
+    Raises :class:`DatabaseUnavailable` when the database cannot be reached.
+    """
+    if resume is not None and "finalize" in resume:
+        job_id = resume["finalize"]
+        finalised = _finalize(db, settings, job_id, deadline=bool(resume.get("deadline")))
+        if observer is not None and finalised is not None:
+            observer.finalised(finalised)
+        return Outcome(UnitOutcome.SKIPPED, job_id)
+    outcome = run_unit(db, settings, registry, execution_id, on_claim=observer.claimed if observer else None,
+                       aborts=aborts, resume=resume, worker=worker)
     if observer is not None:
         observer.outcome(outcome)
     finalised = None
     if outcome.status == UnitOutcome.RETRY:
         dispatch(execution_id, outcome.region, outcome.retry_in)
     elif outcome.status in (UnitOutcome.COMPLETED, UnitOutcome.FAILED, UnitOutcome.DEAD_LETTERED):
-        finalised = finalize_job(db, settings, outcome.job_id)
+        finalised = _finalize(db, settings, outcome.job_id)
     elif outcome.status == UnitOutcome.DEADLINE:
-        finalised = finalize_job(db, settings, outcome.job_id, deadline=True)
+        finalised = _finalize(db, settings, outcome.job_id, deadline=True)
     if observer is not None and finalised is not None:
         observer.finalised(finalised)
     return outcome
 
 
+def _finalize(db: Database, settings: Settings, job_id: str, *, deadline: bool = False) -> str | None:
+    try:
+        return finalize_job(db, settings, job_id, deadline=deadline)
+    except Exception as exc:
+        if is_db_unavailable(exc):
+            raise DatabaseUnavailable({"finalize": job_id, "deadline": deadline}, exc) from exc
+        raise
+
+
 def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
-             on_claim: Callable[[Claim], None] | None = None) -> Outcome:
+             on_claim: Callable[[Claim], None] | None = None, aborts: CallAborts | None = None,
+             resume: dict | None = None, worker: str | None = None) -> Outcome:
     """Claim, call the provider, record; ``on_claim`` learns which unit this is as soon as it is
     claimed (for tags and log context). :func:`step_unit` acts on the outcome."""
-    claim = claim_unit(db, settings, execution_id)
+    if resume is not None and "record" in resume:  # the call was made; its outcome awaits recording
+        claim = Claim.from_resume(resume["claim"])
+        if on_claim is not None:
+            on_claim(claim)
+        return _record(db, claim, resume["record"])
+    held_since = parse_rfc3339(resume["held_since"]) if resume and resume.get("held_since") else None
+    stamp = utcnow()
+    try:
+        claim = claim_unit(db, settings, execution_id, held_since=held_since, worker=worker, now=stamp)
+    except Exception as exc:
+        if is_db_unavailable(exc):  # the claim may have committed before the connection was lost
+            raise DatabaseUnavailable({"held_since": isoformat(stamp)}, exc) from exc
+        raise
     if claim is None:
         return Outcome(UnitOutcome.SKIPPED)
     if on_claim is not None:
         on_claim(claim)
     if claim.dead_lettered:
         return Outcome(UnitOutcome.DEAD_LETTERED, claim.job_id, claim.region)
+    return _record(db, claim, _call(settings, registry, claim, aborts or CallAborts()))
+
+
+def _call(settings: Settings, registry: ProviderRegistry, claim: Claim, aborts: CallAborts) -> dict:
+    """Make the claim's provider call; what to record, as JSON (so it can wait for the database)."""
     provider = registry.get(claim.region)
-    request = ProviderRequest(region=claim.region, model_id=claim.model_id, prompt=claim.prompt,
-                              question_id=claim.question_id, timeout_s=claim.call_timeout_s)
+    with aborts.job(claim.job_id) as abort:
+        request = ProviderRequest(region=claim.region, model_id=claim.model_id, prompt=claim.prompt,
+                                  question_id=claim.question_id, timeout_s=claim.call_timeout_s,
+                                  deadline=call_deadline(claim), max_answer_bytes=settings.max_answer_bytes,
+                                  abort=abort)
+        try:
+            answer = registry.call(claim.region, request)
+        except ProviderAborted as aborted:
+            if aborted.reason == SHUTDOWN:
+                return {"kind": "release"}
+            return {"kind": "skip"}  # the job ended (cancelled, finalised) while the call was in flight
+        except ProviderError as error:
+            return _after_failure(settings, claim, error, provider.name)
+    # Plain JSON: a database outage carries the record through the broker (``DatabaseUnavailable``).
+    return {"kind": "answer", "output": answer.output, "provider": answer.provider_used or answer.provider,
+            "served_region": answer.served_region, "region_flag": answer.region_flag,
+            "provider_receipt": answer.provider_receipt, "finish_reason": answer.finish_reason,
+            "usage": answer.usage}
+
+
+def _after_failure(settings: Settings, claim: Claim, error: ProviderError, provider: str) -> dict:
+    """Retry a transient failure while the job's deadline leaves time for another call, within
+    MAX_PROVIDER_CALLS; otherwise the unit fails with this (its last) error."""
+    now = utcnow()
+    failure = {**error.to_dict(), "attempt": claim.attempts, "provider_calls": claim.provider_retries + 1}
+    if claim.deadline_at is not None and now >= claim.deadline_at:
+        # The call was cut by the job's deadline: leave the unit open; finalisation times it out.
+        return {"kind": "deadline", "failure": failure}
+    delay, final = 0.0, True
+    if not error.transient:
+        pass
+    elif claim.provider_retries + 1 >= settings.max_provider_calls:
+        failure["retries_ended"] = "max_provider_calls"
+    else:
+        delay = retry_delay(settings, claim.provider_retries + 1)
+        if claim.deadline_at is not None and (claim.deadline_at - now).total_seconds() - delay < MIN_CALL_SECONDS:
+            failure["retries_ended"] = "deadline"
+            delay = 0.0
+        else:
+            final = False
+    return {"kind": "failure", "failure": failure, "provider": provider, "final": final, "retry_in": delay}
+
+
+def _error_of(failure: dict) -> ProviderError:
+    """The ProviderError a recorded failure describes (for observers)."""
+    known = ("code", "transient", "stage", "region", "model", "provider", "message")
+    details = {k: v for k, v in failure.items() if k not in known}
+    return ProviderError(failure["code"], failure["stage"], failure["region"], failure["model"], failure["provider"],
+                         failure["message"], details)
+
+
+def _record(db: Database, claim: Claim, record: dict) -> Outcome:
+    """Record what the call gave, while the claim holds the lease (else: skipped)."""
+    kind = record["kind"]
     try:
-        answer = registry.call(claim.region, request)
-    except ProviderError as error:
-        if utcnow() >= claim.deadline_at:
-            # The call was cut by the job's deadline: leave the unit open; finalisation times it out.
-            return Outcome(UnitOutcome.DEADLINE, claim.job_id, claim.region, error=error)
-        retryable = error.transient and claim.attempts < settings.max_unit_attempts
-        delay = retry_delay(settings, claim.attempts) if retryable else 0.0
-        if not record_failure(db, claim, error, provider.name, final=not retryable, retry_in=delay):
-            return Outcome(UnitOutcome.SKIPPED)
-        return Outcome(UnitOutcome.RETRY if retryable else UnitOutcome.FAILED, claim.job_id, claim.region, delay, error)
-    if not record_answer(db, claim, answer.output, answer.provider_used or answer.provider, answer.served_region,
-                         region_flag=answer.region_flag, provider_receipt=answer.provider_receipt,
-                         finish_reason=answer.finish_reason, usage=answer.usage):
-        return Outcome(UnitOutcome.SKIPPED)
-    return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
+        if kind == "answer":
+            if record_answer(db, claim, record["output"], record["provider"], record["served_region"],
+                             region_flag=record.get("region_flag"), provider_receipt=record.get("provider_receipt"),
+                             finish_reason=record.get("finish_reason"), usage=record.get("usage")):
+                return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
+        elif kind == "failure":
+            final, error = record["final"], _error_of(record["failure"])
+            if record_failure(db, claim, record["failure"], record["provider"], final=final,
+                              retry_in=record["retry_in"]):
+                status = UnitOutcome.FAILED if final else UnitOutcome.RETRY
+                return Outcome(status, claim.job_id, claim.region, record["retry_in"], error)
+        elif kind == "release":
+            if release_unit(db, claim):
+                log.info("unit handed back: worker shutting down",
+                         extra={"job_id": claim.job_id, "execution_id": claim.execution_id})
+                return Outcome(UnitOutcome.RETRY, claim.job_id, claim.region, 0.0)
+        elif kind == "deadline":
+            return Outcome(UnitOutcome.DEADLINE, claim.job_id, claim.region, error=_error_of(record["failure"]))
+    except Exception as exc:
+        if is_db_unavailable(exc):
+            raise DatabaseUnavailable({"claim": claim.to_resume(), "record": record}, exc) from exc
+        raise
+    return Outcome(UnitOutcome.SKIPPED)
+
+
+def ended_jobs(db: Database, job_ids: list[str]) -> list[str]:
+    """Those of ``job_ids`` no longer running (cancelled, stopped, finalised or finalising)."""
+    if not job_ids:
+        return []
+    with db.session() as session:
+        return list(session.scalars(
+            select(Job.id).where(Job.id.in_(job_ids), or_(Job.status != JobStatus.RUNNING, Job.finalizing_at.isnot(None)))
+        ))
 
 
 def job_outcome(spec: JobSpec, units: list[Execution]) -> tuple[str, str]:
@@ -339,8 +568,9 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
         units = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
         status, reason = job_outcome(stored_spec(job, settings), units)
         job.analysis = analyse([execution_dict(u) for u in units], Thresholds(*settings.analysis_thresholds))
-        job.status, job.status_reason, job.finished_at, job.updated_at = status, reason, now, now
+        job.status, job.status_reason, job.updated_at = status, reason, now
         sealed = bundles.seal_job(session, db, settings, job, units, now)
+        job.finished_at = job.updated_at = utcnow()  # the finalising commit follows: stamped after sealing
     log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason, "bundle_cid": sealed.cid,
                                      "leaf_index": sealed.appended.leaf_index})
     publish_event(settings, "job.finished", {"job_id": job_id, "status": status, "reason": reason})
@@ -392,10 +622,48 @@ class SweepResult:
     finalized_late: int
     units_redispatched: int
     jobs_republished: int
+    units_of_lost_workers: int = 0  # of units_redispatched: held by a worker whose heartbeat stopped
+    workers_lost: int = 0
+
+
+def heartbeat_timeout(settings: Settings) -> float:
+    """A worker whose heartbeat is older than this is taken for dead (three missed heartbeats)."""
+    return 3 * settings.worker_heartbeat_seconds
+
+
+def record_heartbeat(db: Database, worker: str, units: list[int], started_at: datetime) -> None:
+    """The worker ``worker`` is alive and holds the messages of ``units`` (received, not yet done)."""
+    now = utcnow()
+    values = {"worker": worker, "started_at": started_at, "seen_at": now, "units": sorted(set(units))}
+    with db.session() as session:
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        statement = upsert(WorkerHeartbeat).values(**values)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["worker"], set_={"seen_at": now, "units": values["units"], "started_at": started_at}))
+
+
+def forget_worker(db: Database, worker: str) -> None:
+    """A worker leaving cleanly: it holds nothing any more."""
+    with db.session() as session:
+        session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker == worker))
 
 
 def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_job: Callable[[str], None]) -> SweepResult:
-    """The periodic safety net (beat): nothing accepted is left without a way to a terminal state."""
+    """The periodic safety net (beat): nothing accepted is left without a way to a terminal state.
+
+    Lost units are told from queued ones with the workers' heartbeats: the open units held by a
+    worker whose heartbeat stopped, or claimed by it (``claimed_by``), and held by no live worker,
+    are re-dispatched at once (a running one's lease is ended first), when some worker is alive
+    to run them. The timers remain the
+    safety net for what no heartbeat names (a broker that lost its messages, workers without
+    heartbeats): expired leases, and units still pending ``PENDING_REDISPATCH_SECONDS`` after
+    dispatch — except units a live worker holds (received, waiting for a thread or a retry's
+    countdown), which are queued, not lost.
+    """
     now = utcnow()
     with db.session() as session:
         overdue = list(session.scalars(
@@ -408,18 +676,45 @@ def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_jo
             select(Job.id).where(Job.status == JobStatus.QUEUED,
                                  Job.created_at <= now - timedelta(seconds=settings.job_queued_grace_seconds))
         ))
+        cutoff = now - timedelta(seconds=heartbeat_timeout(settings))
+        beats = session.execute(select(WorkerHeartbeat.worker, WorkerHeartbeat.seen_at, WorkerHeartbeat.units)).all()
+        live = [b for b in beats if b.seen_at > cutoff]
+        dead = [b for b in beats if b.seen_at <= cutoff] if live else []  # nobody alive: nothing to hand over
+        held_live = {int(u) for b in live for u in b.units}
+        orphans = {int(u) for b in dead for u in b.units} - held_live
+        dead_names = [b.worker for b in dead]
+        runnable = Execution.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING, Job.deadline_at > now))
+        rescued = []
+        if dead:
+            of_dead = or_(Execution.id.in_(sorted(orphans)),
+                          and_(Execution.status == UnitStatus.RUNNING, Execution.claimed_by.in_(dead_names)))
+            if held_live:
+                of_dead = and_(of_dead, Execution.id.not_in(sorted(held_live)))
+            rescued = session.execute(
+                update(Execution)
+                .where(of_dead, Execution.status.in_(OPEN_UNIT), runnable)
+                .values(dispatched_at=now, lease_expires_at=case((Execution.status == UnitStatus.RUNNING, now),
+                                                                 else_=Execution.lease_expires_at))
+                .returning(Execution.id, Execution.region)
+            ).all()
+        if dead:
+            session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker.in_([b.worker for b in dead]),
+                                                          WorkerHeartbeat.seen_at <= cutoff))
         lost = or_(
             and_(Execution.status == UnitStatus.RUNNING, Execution.lease_expires_at < now),
             and_(Execution.status == UnitStatus.PENDING,
                  Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)),
         )
-        units = session.execute(
+        timed = (
             update(Execution)
-            .where(lost, Execution.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING, Job.deadline_at > now)))
+            .where(lost, runnable)
             .where(or_(Execution.dispatched_at.is_(None),
                        Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)))
-            .values(dispatched_at=now)
-            .returning(Execution.id, Execution.region)
+        )
+        if held_live:
+            timed = timed.where(Execution.id.not_in(sorted(held_live)))
+        units = rescued + session.execute(
+            timed.values(dispatched_at=now).returning(Execution.id, Execution.region)
         ).all()
     deadline_done = sum(1 for job_id in overdue if finalize_job(db, settings, job_id, deadline=True))
     late_done = sum(1 for job_id in stalled if finalize_job(db, settings, job_id))
@@ -427,9 +722,12 @@ def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_jo
         dispatch(execution_id, region, 0)
     for job_id in queued:
         republish_job(job_id)
-    result = SweepResult(deadline_done, late_done, len(units), len(queued))
+    result = SweepResult(deadline_done, late_done, len(units), len(queued), len(rescued), len(dead))
     if any(vars(result).values()):
         log.info("sweep", extra=vars(result))
+    if dead:
+        log.warning("workers lost: their units dispatched again", extra={
+            "workers": [b.worker for b in dead], "units": len(rescued)})
     return result
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import sentry_sdk
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from beacon.db import Database
 from beacon.execution.engine import Claim, Outcome
@@ -127,8 +128,11 @@ class UnitObservation:
     def _job_status(self) -> str | None:
         if self.job_id is None:
             return None
-        with self.db.session() as session:
-            return session.scalar(select(Job.status).where(Job.id == self.job_id))
+        try:
+            with self.db.session() as session:
+                return session.scalar(select(Job.status).where(Job.id == self.job_id))
+        except SQLAlchemyError:  # instrumentation never fails a unit (the database may be away)
+            return None
 
 
 def _provider_name(registry: ProviderRegistry, region: str | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import requests
 from sqlalchemy import select, update
 
@@ -14,8 +15,9 @@ from beacon.models import Execution, Job
 from beacon.timeutil import isoformat, utcnow
 from tests.conftest import RABBITMQ_URL, REDIS_BASE_URL, REDIS_IDLE_DB
 from tests.factories import body, make_spec
+from tests.faults.services import throwaway_redis
 from tests.stack import Stack, constraints
-from tests.support import serve_wsgi, wait_for
+from tests.support import WorkerProcess, serve_wsgi, wait_for
 
 S = 10**9
 QUESTIONS = ["math_basic", "tiananmen_neutral", "greatest_invention"]
@@ -41,6 +43,20 @@ def test_three_regions_two_models_three_questions(fresh):
     assert refusals == {("APAC", "tiananmen_neutral")}
     assert view["counts"] == {"units": 18, "completed": 18, "failed": 0, "timeout": 0}
     assert len(fresh.served()) == 18, "each unit called its provider exactly once"
+
+
+def test_finished_at_is_stamped_after_sealing(fresh):
+    """finished_at is the finalising commit's time: not before the bundle and the log entry were made."""
+    from beacon.models import Bundle, TransparencyEntry
+
+    job_id = fresh.submit()
+    assert fresh.wait_terminal(job_id)["status"] == "completed"
+    with fresh.db.session() as session:
+        job = session.get(Job, job_id)
+        bundle = session.scalars(select(Bundle).where(Bundle.job_id == job_id)).one()
+        entry = session.scalars(select(TransparencyEntry).where(TransparencyEntry.job_id == job_id)).one()
+        assert job.finished_at >= entry.created_at >= bundle.created_at
+        assert job.finished_at >= job.finalizing_at
 
 
 def test_units_of_different_regions_run_concurrently(fresh):
@@ -216,5 +232,72 @@ def test_job_on_rabbitmq(tmp_path, pg_url, clean_db, keys):
         assert view["status"] == "completed"
         assert len(view["executions"]) == 18
         assert len(stack.served()) == 18
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def own_broker():
+    """A private Redis, so no other test's worker (the module's stack) takes these messages."""
+    with throwaway_redis() as server:
+        yield server.url
+
+
+def test_cancel_aborts_the_call_in_flight(tmp_path, pg_url, clean_db, keys, own_broker):
+    """A worker with one thread whose call hangs: cancelling the job aborts the call (the worker
+    watches the jobs of its calls), so the thread is free for the next job long before the
+    provider timeout (60 s) would have freed it."""
+    stack = Stack(tmp_path, pg_url, own_broker, keys, extra_env={"JOB_END_POLL_SECONDS": "0.2"})
+    try:
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "one.log", "one", ("-c", "1")).start(stack.celery))
+        stack.control(hang_next=1)
+        hung = stack.submit(constraints={"regions": ["US"], "min_regions": 1, "provider_timeout": 60 * S})
+        wait_for(lambda: any(c["finished"] is None for c in stack.served()), what="the call to hang")
+        signed = sign_document({"action": "cancel", "job_id": hung, "nonce": uuid.uuid4().hex,
+                                "timestamp": isoformat(utcnow())}, keys.signing_key)
+        assert requests.post(f"{stack.api}/api/v1/jobs/{hung}/cancel", json=signed, timeout=10).status_code == 200
+        after = stack.submit(constraints={"regions": ["US"], "min_regions": 1})
+        assert stack.wait_terminal(after, timeout=30)["status"] == "completed"
+        [unit] = stack.job(hung)["executions"]
+        assert unit["status"] == "cancelled" and unit.get("output") is None
+    finally:
+        stack.close()
+
+
+def test_retries_do_not_count_as_lost_claims_and_stop_at_max_provider_calls(tmp_path, pg_url, clean_db, keys,
+                                                                           own_broker):
+    """Transient failures retry past MAX_UNIT_ATTEMPTS (they are not lost claims) up to
+    MAX_PROVIDER_CALLS calls; the unit then fails with its last error code, not poison."""
+    stack = Stack(tmp_path, pg_url, own_broker, keys, extra_env={"MAX_UNIT_ATTEMPTS": "2", "MAX_PROVIDER_CALLS": "4"})
+    try:
+        stack.start_worker()
+        stack.control(fail_next=[{"status": 503, "region": "US"}] * 3 + [{"status": 502, "region": "EU"}] * 4)
+        job_id = stack.submit(constraints=constraints(regions=["US", "EU"], min_success_rate=0.5))
+        view = stack.wait_terminal(job_id)
+        units = {u["region"]: u for u in view["executions"]}
+        assert units["US"]["status"] == "completed" and units["US"]["attempts"] == 4  # 3 retries > MAX_UNIT_ATTEMPTS
+        eu = units["EU"]
+        assert eu["status"] == "failed" and eu["attempts"] == 4
+        assert eu["failure"]["code"] == "http_502" and eu["failure"]["retries_ended"] == "max_provider_calls"
+        assert eu["failure"]["provider_calls"] == 4
+        assert len([c for c in stack.served() if c["region"] == "EU"]) == 4
+    finally:
+        stack.close()
+
+
+def test_no_retry_the_deadline_leaves_no_time_for(tmp_path, pg_url, clean_db, keys, own_broker):
+    """A transient failure whose backoff would end too close to the job's deadline fails the unit
+    with that error at once (retries_ended: deadline), rather than waiting to be timed out."""
+    stack = Stack(tmp_path, pg_url, own_broker, keys,
+                  extra_env={"UNIT_RETRY_BASE_SECONDS": "60", "UNIT_RETRY_MAX_SECONDS": "60"})
+    try:
+        stack.start_worker()
+        stack.control(fail_next=[{"status": 503, "region": "US"}])
+        job_id = stack.submit(constraints={"regions": ["US"], "min_regions": 1, "timeout": 30 * S,
+                                           "provider_timeout": 10 * S})
+        view = stack.wait_terminal(job_id, timeout=20)
+        [unit] = view["executions"]
+        assert unit["status"] == "failed" and unit["failure"]["code"] == "http_503"
+        assert unit["failure"]["retries_ended"] == "deadline"
     finally:
         stack.close()

@@ -302,3 +302,67 @@ def test_max_in_flight_one_serialises_each_region(sim):
     us = [e for e in log if e["region"] == "US"]
     eu = [e for e in log if e["region"] == "EU"]
     assert any(overlap(a, b) for a in us for b in eu)  # the limit is per region, not global
+
+
+# --------------------------------------------------------------------------- bounded calls
+
+
+def test_an_answer_over_the_cap_is_a_permanent_answer_too_large_keeping_its_head(sim, kind):
+    control(sim, huge_next=[{"bytes": 5 * 1024 * 1024}, {"bytes": 5 * 1024 * 1024, "declared": True}])
+    for declared in (None, 5 * 1024 * 1024):  # counted as it arrives (chunked), then refused on its header
+        error = failure(CLIENTS[kind](sim.url), ProviderRequest("EU", "m", "q", "q", timeout_s=10, max_answer_bytes=65536))
+        assert (error.code, error.transient, error.stage) == ("answer_too_large", False, "response")
+        details = error.to_dict()
+        assert details["answer_head"].startswith('{"success": true, "response": "xxx') and len(details["answer_head"]) <= 1024
+        assert details["answer_limit"] == 65536 and details["answer_bytes_read"] <= 65536 + 65536
+        assert details.get("answer_declared_bytes") == declared
+
+
+def test_a_trickled_answer_is_cut_at_the_call_deadline(sim, kind):
+    control(sim, drip_next=[{"interval_ms": 200}])  # every read gets a byte in time; the whole takes ~15 s
+    started = time.monotonic()
+    error = failure(CLIENTS[kind](sim.url), ask(timeout_s=1.0))
+    assert (error.code, error.stage) == ("timeout", "response")
+    assert time.monotonic() - started < 5  # cut at ~1 s: not hung for the whole answer
+
+
+def test_the_request_deadline_bounds_the_call_below_its_timeout(sim, kind):
+    control(sim, hang_next=1)
+    started = time.monotonic()
+    request = ProviderRequest("US", "m", "q", "q", timeout_s=60, deadline=time.monotonic() + 0.5)
+    assert failure(CLIENTS[kind](sim.url), request).code == "timeout"
+    assert time.monotonic() - started < 5
+
+
+def test_an_abort_cuts_the_call_off_as_provider_aborted(sim, kind):
+    from beacon.execution.providers.base import ProviderAborted
+    from beacon.execution.providers.bounded_call import Abort
+
+    control(sim, hang_next=1)
+    abort = Abort()
+    request = ProviderRequest("US", "m", "q", "q", timeout_s=60, abort=abort)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(CLIENTS[kind](sim.url).complete, request)
+        deadline = time.monotonic() + 5
+        while not any(e["finished"] is None for e in served(sim)):  # poll until the call is in flight
+            assert time.monotonic() < deadline, "the call never arrived"
+        abort.trigger("shutdown")
+        with pytest.raises(ProviderAborted) as info:
+            call.result(timeout=5)
+    assert info.value.code == "aborted" and info.value.reason == "shutdown"
+
+
+def test_no_call_once_the_deadline_passed_waiting_for_a_slot(sim):
+    control(sim, latency_ms=1000)
+    registry = ProviderRegistry({"US": ProviderConfig(region="US", provider="openai", base_url=sim.url, max_in_flight=1)})
+    with ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(registry.call, "US", ask("US"))
+        deadline = time.monotonic() + 5
+        while not served(sim):
+            assert time.monotonic() < deadline, "the first call never arrived"
+        late = ProviderRequest("US", "m", "q", "q", timeout_s=60, deadline=time.monotonic() + 0.2)
+        with pytest.raises(ProviderError) as info:
+            registry.call("US", late)
+        assert busy.result(timeout=10).output
+    assert (info.value.code, info.value.stage) == ("timeout", "connect")
+    assert len(served(sim)) == 1  # the late request never reached the provider

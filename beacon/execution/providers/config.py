@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from .base import Provider, ProviderAnswer, ProviderRequest
+from .base import Provider, ProviderAnswer, ProviderError, ProviderRequest
 from .http_clients import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_TEMPERATURE,
@@ -273,9 +274,25 @@ class ProviderRegistry:
             raise UnknownRegion(region, self.regions()) from None
 
     def call(self, region: str, req: ProviderRequest) -> ProviderAnswer:
-        """``get(region).complete(req)``, waiting for a free slot of the region first."""
+        """``get(region).complete(req)``, waiting for a free slot of the region first.
+
+        The wait counts against the request's ``deadline``: with no slot free before it, or no
+        time left once one is, the call is not made (``timeout`` at stage ``connect``).
+        """
         if req.region != region:
             raise ValueError(f"request for region {req.region!r} sent to region {region!r}")
         provider = self.get(region)
-        with self._slots[region]:
+        slot = self._slots[region]
+        wait = None if req.deadline is None else req.deadline - time.monotonic()
+        if wait is not None and (wait <= 0 or not slot.acquire(timeout=wait)):
+            raise ProviderError("timeout", "connect", region, req.model_id, provider.name,
+                                "no time left for the call (waiting for a free slot of the region)")
+        if wait is None:
+            slot.acquire()
+        try:
+            if req.deadline is not None and req.deadline <= time.monotonic():
+                raise ProviderError("timeout", "connect", region, req.model_id, provider.name,
+                                    "no time left for the call once a slot of the region was free")
             return provider.complete(req)
+        finally:
+            slot.release()

@@ -1,22 +1,32 @@
 """HTTP providers: the Beacon hybrid router (the Go runner's protocol) and OpenAI-compatible chat.
 
-Each provider keeps one ``requests.Session`` (connection reuse; its pool sized for the calls
-allowed in flight). A call's timeout, for connecting and for each read, is the request's
-``timeout_s`` capped by the provider's. Failures become :class:`ProviderError`:
+Every call is one :func:`~.bounded_call.post_json`: one connection (no pool), one total
+deadline covering connect, send and the whole answer, a cap on the answer's size, and an
+optional :class:`~.bounded_call.Abort`. The deadline is the request's
+(:meth:`ProviderRequest.call_deadline`: its ``deadline`` when given, capped by the request's
+``timeout_s`` and the provider's); the cap is the request's ``max_answer_bytes``
+(``MAX_ANSWER_BYTES``). Failures become :class:`ProviderError`:
 
-======================================  ================  ==========
-what happened                           code              stage
-======================================  ================  ==========
-connect timed out                       timeout           connect
-no response in time                     timeout           response
-connection refused / unresolvable       network           connect
-connection dropped during the exchange  network           request
-body broken off or undecodable          network           response
-non-2xx status                          http_<status>     response
-body not JSON, or no answer in it       bad_response      parse
-======================================  ================  ==========
+=================================================  ================  ==========
+what happened                                      code              stage
+=================================================  ================  ==========
+deadline passed while connecting (TCP, TLS)        timeout           connect
+deadline passed while sending the request          timeout           request
+no (complete) response before the deadline         timeout           response
+connection refused / unreachable / unresolvable    network           connect
+connection dropped during the exchange             network           request
+bad status line or headers, body broken off        network           response
+body over ``max_answer_bytes``                     answer_too_large  response
+the call's Abort was triggered                     aborted           (where it was)
+non-2xx status                                     http_<status>     response
+body not JSON, or no answer in it                  bad_response      parse
+=================================================  ================  ==========
 
-Other ``requests`` errors (an invalid URL, say) are configuration bugs and propagate.
+``answer_too_large`` is permanent and keeps the answer's first bytes for diagnosis in its
+details (``answer_head``, :data:`~.base.ANSWER_HEAD_BYTES` at most, decoded leniently) with
+``answer_limit``, ``answer_bytes_read`` and, when the server declared one,
+``answer_declared_bytes``. ``aborted`` raises :class:`ProviderAborted`. An invalid URL is a
+configuration bug and raises ``ValueError``.
 
 What is sent per region (:class:`RegionSettings`, set in the providers file) defaults to what
 the Go runner (``runner-app``) sent: temperature 0.1, at most 500 tokens, the router region from
@@ -37,11 +47,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
-
-from .base import Provider, ProviderAnswer, ProviderError, ProviderRequest
+from . import bounded_call
+from .base import ANSWER_HEAD_BYTES, Provider, ProviderAborted, ProviderAnswer, ProviderError, ProviderRequest
 
 _SNIPPET = 200  # characters of a response body quoted in an error message
 
@@ -141,13 +148,12 @@ class RegionSettings:
 DEFAULT_SETTINGS = RegionSettings()
 
 
-def _connection_stage(exc: requests.ConnectionError) -> str:
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return "connect" if isinstance(reason, NewConnectionError) else "request"
-
-
 class _HttpProvider(Provider):
-    """``region_settings`` maps regions to :class:`RegionSettings`; other regions get Go's defaults."""
+    """``region_settings`` maps regions to :class:`RegionSettings`; other regions get Go's defaults.
+
+    ``pool_size`` is accepted for compatibility and unused: each call has its own connection,
+    and the registry's ``max_in_flight`` slots bound the calls in flight per region.
+    """
 
     path: str
 
@@ -162,12 +168,7 @@ class _HttpProvider(Provider):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.region_settings: dict[str, RegionSettings] = dict(region_settings or {})
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        if api_key:
-            self._session.headers["Authorization"] = f"Bearer {api_key}"
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def settings_for(self, region: str) -> RegionSettings:
         return self.region_settings.get(region, DEFAULT_SETTINGS)
@@ -194,34 +195,55 @@ class _HttpProvider(Provider):
         return ProviderError(code, stage, req.region, req.model_id, self.name, message)
 
     def _send(
-        self, req: ProviderRequest, url: str, payload: dict, headers: dict, trace_id: str | None = None
-    ) -> requests.Response:
-        """POST ``payload``; transport failures become ProviderError, any status is returned."""
-        timeout = min(req.timeout_s, self.timeout_s)
+        self, req: ProviderRequest, url: str, payload: dict, headers: dict, trace_id: str | None = None,
+        deadline: float | None = None,
+    ) -> bounded_call.Response:
+        """POST ``payload`` by ``deadline`` (default: the request's); transport failures become
+        ProviderError, any status is returned."""
+        deadline = req.call_deadline(self.timeout_s) if deadline is None else deadline
         try:
-            return self._session.post(url, json=payload, headers=headers, timeout=(timeout, timeout))
-        except requests.ConnectTimeout as exc:
-            raise self._error(
-                req, "timeout", "connect", f"could not connect to {url} within {timeout:g}s", trace_id
-            ) from exc
-        except requests.Timeout as exc:
-            raise self._error(
-                req, "timeout", "response", f"no response from {url} within {timeout:g}s", trace_id
-            ) from exc
-        except requests.ConnectionError as exc:
-            raise self._error(req, "network", _connection_stage(exc), f"{url}: {exc}", trace_id) from exc
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
-            raise self._error(req, "network", "response", f"{url}: {exc}", trace_id) from exc
+            return bounded_call.post_json(url, payload, headers={**self._auth, **headers}, deadline=deadline,
+                                          max_bytes=req.max_answer_bytes, abort=req.abort)
+        except bounded_call.CallAborted as exc:
+            raise ProviderAborted(exc.stage, req.region, req.model_id, self.name, exc.reason) from exc
+        except bounded_call.CallTimeout as exc:
+            what = {"connect": "could not connect to", "request": "could not send the request to"}.get(
+                exc.stage, "no response from")
+            raise self._error(req, "timeout", exc.stage, f"{what} {url} before the call's deadline "
+                              f"({self._budget(req):g}s budget)", trace_id) from exc
+        except bounded_call.CallNetworkError as exc:
+            raise self._error(req, "network", exc.stage, f"{url}: {exc.message}", trace_id) from exc
+        except bounded_call.TooLarge as exc:
+            details = {"answer_head": exc.head[:ANSWER_HEAD_BYTES].decode("utf-8", errors="replace"),
+                       "answer_limit": exc.limit, "answer_bytes_read": exc.received}
+            if exc.declared is not None:
+                details["answer_declared_bytes"] = exc.declared
+            error = self._error(req, "answer_too_large", "response", f"{url}: {exc.message}", trace_id)
+            error.details.update(details)
+            raise error from exc
 
-    def _decode(self, req: ProviderRequest, url: str, response: requests.Response, trace_id: str | None = None) -> Any:
+    def _budget(self, req: ProviderRequest) -> float:
+        return min(req.timeout_s, self.timeout_s)
+
+    def _decode(self, req: ProviderRequest, url: str, response: bounded_call.Response,
+                trace_id: str | None = None) -> Any:
         """The JSON body of a 2xx response, or ProviderError."""
-        status, snippet = response.status_code, response.text[:_SNIPPET]
+        status, snippet = response.status, _text(response)[:_SNIPPET]
         if not 200 <= status < 300:
             raise self._error(req, f"http_{status}", "response", f"{url} answered {status}: {snippet}", trace_id)
         try:
             return response.json()
         except ValueError as exc:
             raise self._error(req, "bad_response", "parse", f"{url} answered non-JSON: {snippet!r}", trace_id) from exc
+
+
+def _text(response: bounded_call.Response) -> str:
+    """The body as text, for messages (the declared charset, else UTF-8; never fails)."""
+    charset = response.headers.get_content_charset() or "utf-8"
+    try:
+        return response.body.decode(charset, errors="replace")
+    except LookupError:
+        return response.body.decode("utf-8", errors="replace")
 
 
 def _receipt(value: Any) -> dict | None:
@@ -322,11 +344,12 @@ class HybridRouterProvider(_HttpProvider):
         payload = self._payload(req)
         headers = {"Accept": "application/json", "X-Trace-Id": trace_id}
         missing = []
+        deadline = req.call_deadline(self.timeout_s)  # one budget for every path tried
         for path in self._path_order():
             url = self.base_url + path
-            response = self._send(req, url, payload, headers, trace_id)
-            if response.status_code == 404:
-                missing.append(f"{path}: {response.text[:_SNIPPET]}")
+            response = self._send(req, url, payload, headers, trace_id, deadline)
+            if response.status == 404:
+                missing.append(f"{path}: {_text(response)[:_SNIPPET]}")
                 continue
             body = self._decode(req, url, response, trace_id)
             with self._lock:

@@ -35,6 +35,14 @@ Test/ops hooks (not part of any real provider's API):
   ``status`` and ``body`` (raw text; default a JSON error). ``hang_next`` makes that many calls
   block until released (by ``/_reset`` or shutdown) or ``hang_s`` elapses. ``latency_ms`` and
   ``region_latency_ms`` replace the simulated latency (the region's value wins).
+- Fault hooks for the fault suite (``tests/faults``), also through ``/_control``:
+  ``{"drip_next": [{"region"?: "EU", "interval_ms": 200, "chunk_bytes"?: 1}]}`` trickles the
+  next call's (of that region) normal answer ``chunk_bytes`` at a time, one chunk every
+  ``interval_ms`` (chunked encoding, no Content-Length); ``{"huge_next": [{"region"?: "EU",
+  "bytes": 52428800, "declared"?: false}]}`` answers the next call with a 200 JSON body of about
+  ``bytes`` bytes, streamed in 64 KiB pieces (with a Content-Length when ``declared``);
+  ``{"outage_s": 20, "outage_status"?: 503}`` answers every model call with that status for the
+  next ``outage_s`` seconds. Each list entry accepts ``"repeat": n`` (default 1) for n calls.
 - ``GET /_requests`` lists every model call served, in arrival order, as
   ``{"region", "model", "path", "started", "finished"}`` (``time.monotonic()`` seconds;
   ``finished`` is null while the call is in flight).
@@ -45,6 +53,7 @@ Test/ops hooks (not part of any real provider's API):
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import threading
@@ -55,7 +64,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from .base import Provider, ProviderAnswer, ProviderError, ProviderRequest
+from .base import Provider, ProviderAborted, ProviderAnswer, ProviderError, ProviderRequest
 
 BEHAVIOURS = ("plain", "divergent", "refuses_sensitive")
 DEFAULT_REGION_BEHAVIOUR: Mapping[str, str] = {"US": "plain", "EU": "divergent", "APAC": "refuses_sensitive"}
@@ -352,21 +361,40 @@ class SimulatorProvider(Provider):
 
     def complete(self, req: ProviderRequest) -> ProviderAnswer:
         started = time.monotonic()
+        deadline = started + min(req.timeout_s, self.timeout_s)
+        if req.deadline is not None:
+            deadline = min(deadline, req.deadline)
         fault = self._dice.roll()
         if fault == "hang":
-            timeout = min(req.timeout_s, self.timeout_s)
-            time.sleep(timeout)
+            timeout = max(0.0, deadline - started)
+            self._wait(req, timeout)
             raise self._error(req, "timeout", f"no answer within {timeout:g}s (simulated hang)")
-        time.sleep(self.latency_ms / 1000)  # simulated model latency
+        latency = self.latency_ms / 1000
+        if started + latency > deadline:  # the answer would come after the deadline
+            self._wait(req, max(0.0, deadline - started))
+            raise self._error(req, "timeout", f"no answer within {max(0.0, deadline - started):g}s")
+        self._wait(req, latency)  # simulated model latency
         if fault == "error":
             raise self._error(req, "http_503", "simulated service unavailable")
+        output = simulate_answer(req.region, req.model_id, req.prompt, self.region_behaviour)
+        if len(output.encode()) > req.max_answer_bytes:
+            raise ProviderError("answer_too_large", "response", req.region, req.model_id, self.name,
+                                f"answer over {req.max_answer_bytes} bytes",
+                                {"answer_head": output[:1024], "answer_limit": req.max_answer_bytes})
         return ProviderAnswer(
-            output=simulate_answer(req.region, req.model_id, req.prompt, self.region_behaviour),
+            output=output,
             served_region=req.region,
             provider=self.name,
             model_id=req.model_id,
             latency_ms=round((time.monotonic() - started) * 1000),
         )
+
+    def _wait(self, req: ProviderRequest, seconds: float) -> None:
+        """Sleep ``seconds``, cut short (ProviderAborted) when the request's abort is triggered."""
+        if req.abort is None:
+            time.sleep(seconds)
+        elif req.abort.wait(seconds):
+            raise ProviderAborted("response", req.region, req.model_id, self.name, req.abort.reason or "aborted")
 
     def _error(self, req: ProviderRequest, code: str, message: str) -> ProviderError:
         return ProviderError(code, "response", req.region, req.model_id, self.name, message)
@@ -374,7 +402,29 @@ class SimulatorProvider(Provider):
 
 # --------------------------------------------------------------------------- HTTP service
 
-_CONTROL_KEYS = {"fail_next", "hang_next", "latency_ms", "region_latency_ms"}
+_CONTROL_KEYS = {"fail_next", "hang_next", "latency_ms", "region_latency_ms", "drip_next", "huge_next", "outage_s",
+                 "outage_status"}
+_HUGE_PIECE = 64 * 1024
+
+
+def _check_shape_entry(entry: Any, name: str, required: dict[str, type], optional: dict[str, type]) -> list[dict]:
+    """One drip_next / huge_next entry, expanded by its ``repeat``."""
+    allowed = {"region", "repeat", *required, *optional}
+    if not isinstance(entry, dict) or set(entry) - allowed or set(required) - set(entry):
+        raise ValueError(f"{name} entries must have {sorted(required)} and may have {sorted(allowed - set(required))}")
+    for key, kind in {**required, **optional, "repeat": int}.items():
+        value = entry.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+            raise ValueError(f"{name} {key} must be a {kind.__name__}, got {value!r}")
+        if kind is not bool and value < 0:
+            raise ValueError(f"{name} {key} must not be negative")
+    if not isinstance(entry.get("region", ""), str):
+        raise ValueError(f"{name} region must be a string")
+    repeat = entry.get("repeat", 1)
+    shaped = {k: v for k, v in entry.items() if k != "repeat"}
+    return [dict(shaped, kind=name) for _ in range(repeat)]
 
 
 def _check_fail_entry(entry: Any) -> dict:
@@ -402,6 +452,9 @@ class _SimulatorState:
         self.latency_ms = self._default_latency_ms
         self.region_latency_ms: dict[str, float] = {}
         self.fail_next: list[dict] = []
+        self.shape_next: list[dict] = []  # drip_next / huge_next entries, in order
+        self.outage_until = 0.0
+        self.outage_status = 503
         self.hang_next = 0
         self.requests: list[dict] = []
 
@@ -420,16 +473,40 @@ class _SimulatorState:
         region_latency = payload.get("region_latency_ms", {})
         if not isinstance(region_latency, dict) or not all(_non_negative_number(v) for v in region_latency.values()):
             raise ValueError("region_latency_ms must map regions to non-negative numbers")
+        shapes = []
+        for name, required, optional in (("drip_next", {"interval_ms": float}, {"chunk_bytes": int}),
+                                         ("huge_next", {"bytes": int}, {"declared": bool})):
+            listed = payload.get(name, [])
+            if not isinstance(listed, list):
+                raise ValueError(f"{name} must be a list")
+            for entry in listed:
+                shapes.extend(_check_shape_entry(entry, name, required, optional))
+        outage_s = payload.get("outage_s")
+        if outage_s is not None and not _non_negative_number(outage_s):
+            raise ValueError("outage_s must be a non-negative number")
+        outage_status = payload.get("outage_status", 503)
+        if not isinstance(outage_status, int) or isinstance(outage_status, bool) or not 100 <= outage_status <= 599:
+            raise ValueError("outage_status must be an HTTP status code")
         with self._lock:
+            self.shape_next.extend(shapes)
+            if outage_s is not None:
+                self.outage_until = time.monotonic() + outage_s
+                self.outage_status = outage_status
             self.fail_next.extend(entries)
             self.hang_next += hang_next
             self.latency_ms = payload.get("latency_ms", self.latency_ms)
             self.region_latency_ms.update(region_latency)
 
     def plan(self, region: str) -> tuple[float, dict | str | None]:
-        """Latency (seconds) and action for one call: a scripted entry, "hang", "error" or None."""
+        """Latency (seconds) and action for one call: a scripted entry (a fail_next, drip_next or
+        huge_next one, or an outage's status), "hang", "error" or None."""
         with self._lock:
             latency_s = self.region_latency_ms.get(region, self.latency_ms) / 1000
+            if time.monotonic() < self.outage_until:
+                return 0.0, {"status": self.outage_status}
+            for i, entry in enumerate(self.shape_next):
+                if entry.get("region", region) == region:
+                    return latency_s, self.shape_next.pop(i)
             for i, entry in enumerate(self.fail_next):
                 if entry.get("region", region) == region:
                     return latency_s, self.fail_next.pop(i)
@@ -465,6 +542,47 @@ class _SimulatorState:
         self.release_hung()
         with self._lock:
             self._clear()
+
+
+def _streamed(chunks, state: _SimulatorState, entry: dict, **headers: str) -> Response:
+    """A 200 whose body is ``chunks``; the call counts as finished when the stream ends (or breaks)."""
+    entry["streaming"] = True
+
+    def body():
+        try:
+            yield from chunks
+        finally:
+            state.finish(entry)
+
+    response = Response(body(), status=200, mimetype="application/json")
+    response.headers.update(headers)
+    return response
+
+
+def _drip(data: bytes, interval_s: float, chunk: int, state: _SimulatorState, entry: dict) -> Response:
+    def chunks():
+        for i in range(0, len(data), chunk):
+            yield data[i:i + chunk]
+            time.sleep(interval_s)
+
+    return _streamed(chunks(), state, entry)
+
+
+def _huge(size: int, declared: bool, state: _SimulatorState, entry: dict) -> Response:
+    head, tail = b'{"success": true, "response": "', b'"}'
+    size = max(size, len(head) + len(tail))
+    filler = size - len(head) - len(tail)
+
+    def chunks():
+        yield head
+        piece, left = b"x" * _HUGE_PIECE, filler
+        while left > 0:
+            yield piece[:left]
+            left -= min(left, _HUGE_PIECE)
+        yield tail
+
+    headers = {"Content-Length": str(size)} if declared else {}
+    return _streamed(chunks(), state, entry, **headers)
 
 
 def _error_response(status: int, message: str) -> Response:
@@ -557,13 +675,19 @@ def make_simulator_app(
                 return _error_response(504, "simulated hang released")
             if action == "error":
                 return _error_response(503, "simulated service unavailable")
+            if isinstance(action, dict) and action.get("kind") == "drip_next":
+                data = json.dumps(render(region, model, simulate_answer(region, model, prompt, behaviour))).encode()
+                return _drip(data, action["interval_ms"] / 1000, action.get("chunk_bytes") or 1, state, entry)
+            if isinstance(action, dict) and action.get("kind") == "huge_next":
+                return _huge(action["bytes"], bool(action.get("declared")), state, entry)
             if isinstance(action, dict):
                 if "body" in action:
                     return Response(action["body"], status=action["status"], mimetype="text/plain")
                 return _error_response(action["status"], f"scripted HTTP {action['status']}")
             return jsonify(render(region, model, simulate_answer(region, model, prompt, behaviour)))
         finally:
-            state.finish(entry)
+            if not entry.get("streaming"):
+                state.finish(entry)
 
     @app.post("/inference")
     def inference() -> Response:

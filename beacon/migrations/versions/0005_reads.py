@@ -2,7 +2,7 @@
 region flag and receipt per execution, each unit's earlier attempts, bundle succession
 
 Revision ID: 0005_reads
-Revises: 0003_submissions (re-chain onto 0004_resilience at merge)
+Revises: 0004_resilience
 Create Date: 2026-12-02 10:00:00
 """
 
@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 
 revision = '0005_reads'
 # Written on a branch without 0004_resilience; at merge this becomes '0004_resilience'.
-down_revision = '0003_submissions'
+down_revision = '0004_resilience'
 branch_labels = None
 depends_on = None
 

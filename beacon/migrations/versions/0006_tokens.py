@@ -1,7 +1,7 @@
 """tokens: what an OpenAI-compatible endpoint reported per execution: finish_reason and token usage
 
 Revision ID: 0006_tokens
-Revises: 0005_reads (re-chain onto the latest revision at merge)
+Revises: 0005_reads
 Create Date: 2026-12-04 10:00:00
 """
 
