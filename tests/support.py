@@ -57,6 +57,24 @@ def fixtures_dir() -> Path:
     raise FileNotFoundError(f"shared fixtures not found at {FIXTURES}")
 
 
+def session_from(address: str):  # noqa: ANN201
+    """A requests session whose connections leave from ``address`` (a loopback address such as
+    127.0.0.2), so a test can be several clients on one machine."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class SourceAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):  # noqa: ANN002,ANN003
+            kwargs["source_address"] = (address, 0)
+            super().init_poolmanager(*args, **kwargs)
+
+    session = requests.Session()
+    adapter = SourceAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def spare_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

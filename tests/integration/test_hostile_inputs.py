@@ -39,6 +39,14 @@ S = 10**9
 # --------------------------------------------------------------------------- the report
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_report() -> None:
+    """Each run of the catalogue writes the whole report anew (scripts/test sets BEACON_REPORT_DIR)."""
+    folder = os.environ.get("BEACON_REPORT_DIR")
+    if folder:
+        (Path(folder) / "hostile.jsonl").unlink(missing_ok=True)
+
+
 def record(case: str, expected: dict[str, Any], got: dict[str, Any]) -> None:
     folder = os.environ.get("BEACON_REPORT_DIR")
     if not folder:
