@@ -277,10 +277,13 @@ class ApiProcess:
         import os
         import sys
 
-        self.env = {**os.environ, "RATE_LIMIT_DEFAULT": "off", **env}  # the API rate limit has its own tests
+        self.metrics_port = spare_port()
+        # the API rate limit has its own tests; /metrics is served on a port of its own
+        self.env = {**os.environ, "RATE_LIMIT_DEFAULT": "off", "METRICS_PORT": str(self.metrics_port), **env}
         self.log_path = log_path
         self.port = spare_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.env['METRICS_PORT']}"
         self.argv = [sys.executable, "-m", "beacon", "api", "--host", "127.0.0.1", "--port", str(self.port),
                      "--workers", str(workers)]
         self.process: subprocess.Popen | None = None

@@ -89,12 +89,15 @@ def test_http_metrics_add_up_across_gunicorn_workers(processes):
         assert requests.get(f"{api.url}/api/v1/jobs/{job_id}", headers={"Connection": "close"},
                             timeout=10).status_code == 404
     for _ in range(4):  # whichever worker answers the scrape, it counts every worker's requests
-        text = requests.get(f"{api.url}/metrics", headers={"Connection": "close"}, timeout=10).text
+        text = requests.get(f"{api.metrics_url}/metrics", headers={"Connection": "close"}, timeout=10).text
         assert sample(text, "beacon_http_requests_total", method="GET", route="/api/v1/jobs/<job_id>",
                       status="404") == 40
         assert sample(text, "beacon_http_request_duration_seconds_count", method="GET",
                       route="/api/v1/jobs/<job_id>") == 40
         assert not [job_id for job_id in missing if job_id in text], "a job id became a label"
+    public = requests.get(f"{api.url}/metrics", timeout=10)
+    assert public.status_code == 404 and public.json()["error_code"] == "not_found", "no metrics on the public port"
+    assert requests.get(f"{api.metrics_url}/api/v1/jobs", timeout=10).status_code == 404, "only metrics there"
     assert list(processes.metrics_dir.glob("*.db")), "gunicorn workers write their samples to the multiproc dir"
     disabled = [line for line in api.log_path.read_text().splitlines() if "Sentry disabled" in line]
     assert len(disabled) == 2, "one line per gunicorn worker"
