@@ -200,6 +200,32 @@ def test_other_requests_use_the_rate_unless_the_trace_decided():
     assert sampler({"celery_job": {"task": "beacon.run_job"}, "parent_sampled": False}) == 0.0
 
 
+@pytest.mark.parametrize("task", ["beacon.relay_outbox", "beacon.sweep", "beacon.retry_pins", "beacon.purge"])
+def test_housekeeping_tasks_are_traced_only_when_asked(task):
+    assert make_traces_sampler(1.0)({"celery_job": {"task": task}}) == 0.0
+    assert make_traces_sampler(1.0)({"celery_job": {"task": task}, "parent_sampled": True}) == 0.0
+    assert make_traces_sampler(0.5, trace_housekeeping=True)({"celery_job": {"task": task}}) == 0.5
+    assert make_traces_sampler(0.5)({"celery_job": {"task": "beacon.execute_unit"}}) == 0.5
+
+
+def test_a_websockets_normal_close_is_not_an_error():
+    from beacon.observability.errors import closed_websocket, is_expected
+
+    def raised_in(module: str, error: BaseException) -> BaseException:
+        namespace = {"__name__": module}
+        exec("def close(error):\n    raise error\n", namespace)  # a frame whose module is ``module``
+        try:
+            namespace["close"](error)
+        except BaseException as caught:  # noqa: BLE001
+            return caught
+        raise AssertionError("not raised")
+
+    assert is_expected(raised_in("flask_sock", StopIteration()))  # under gunicorn
+    assert is_expected(raised_in("flask_sock", ConnectionError()))  # under werkzeug
+    assert not closed_websocket(raised_in("app.jobs", StopIteration()))
+    assert not is_expected(raised_in("flask_sock", ValueError()))
+
+
 def test_sub_minute_beat_entries_are_kept_out_of_sentry_crons(make_settings):
     schedule = beat_schedule(make_settings())
     excluded = crons_excluded(schedule)
