@@ -102,7 +102,9 @@ def worker(regions: str, orchestration: bool, concurrency: int, pool: str, hostn
     queues = worker_queues(wanted, orchestration)
     from workers import app
 
-    argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "-c", str(concurrency), "-E", "--loglevel", get_settings().log_level]
+    # --quiet: no banner on stdout; the worker logs it as one JSON line instead (celery_hooks).
+    argv = ["--quiet", "worker", "-Q", ",".join(queues), "--pool", pool, "-c", str(concurrency), "-E",
+            "--loglevel", get_settings().log_level]
     if hostname:
         argv += ["-n", hostname]
     app.worker_main(argv)
@@ -115,7 +117,7 @@ def beat() -> None:
 
     schedule = get_settings().data_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel", get_settings().log_level, "--schedule", str(schedule)])
+    app.start(["--quiet", "beat", "--loglevel", get_settings().log_level, "--schedule", str(schedule)])
 
 
 @main.command()

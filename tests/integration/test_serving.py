@@ -9,6 +9,7 @@ API still answered (generous); bench/exhaustion.py measures.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from sqlalchemy import create_engine, text
 from beacon.crypto.signing import KeyPair
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB, REDIS_LIMITS_DB
 from tests.factories import body, make_spec
-from tests.support import ApiProcess, session_from, wait_for
+from tests.support import ApiProcess, session_from, spare_port, wait_for
 
 CAP = 8  # API_MAX_CONNECTIONS_PER_CLIENT for these tests
 HEADER_TIMEOUT = 2
@@ -200,3 +201,14 @@ def test_metrics_are_served_only_on_the_metrics_port(api):
     assert requests.get(f"{api.metrics_url}/api/v1/questions", timeout=10).status_code == 404
     assert requests.get(f"{api.metrics_url}/health/live", timeout=10).status_code == 200
 
+
+
+def test_the_image_health_check_asks_the_api(api):
+    def check(port: int) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PORT": str(port)}
+        return subprocess.run([sys.executable, "-m", "beacon.healthcheck", "--role", "api"], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    assert check(api.port).returncode == 0
+    down = check(spare_port())
+    assert down.returncode == 1 and down.stderr.startswith("unhealthy: "), down.stderr
