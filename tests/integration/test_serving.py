@@ -212,3 +212,30 @@ def test_the_image_health_check_asks_the_api(api):
     assert check(api.port).returncode == 0
     down = check(spare_port())
     assert down.returncode == 1 and down.stderr.startswith("unhealthy: "), down.stderr
+
+
+def test_behind_a_trusted_proxy_the_cap_counts_requests_in_flight_per_client_address(make_settings, clean_db):
+    """Every connection comes from the proxy here, so the cap on requests in flight (open /ws included) per
+    client_address() is what tells clients apart (the app behind werkzeug: no worker-level cap)."""
+    import simple_websocket
+
+    from app import create_app
+    from tests.support import serve_wsgi
+
+    settings = make_settings(DATABASE_URL=clean_db, TRUST_ENFORCE="false", API_MAX_CONNECTIONS_PER_CLIENT=2,
+                             REDIS_URL=f"{REDIS_BASE_URL}/{REDIS_BROKER_DB}", TRUSTED_PROXY_CIDRS="127.0.0.0/8")
+    with serve_wsgi(create_app(settings)) as base:
+        url = base.replace("http", "ws") + "/ws"
+        held = [simple_websocket.Client.connect(url, headers={"Fly-Client-IP": "203.0.113.7"}) for _ in range(2)]
+        try:
+            over = requests.get(f"{base}/api/v1/questions", headers={"Fly-Client-IP": "203.0.113.7"}, timeout=10)
+            assert over.status_code == 429 and over.json()["details"] == {"limit": "connections"}
+            other = requests.get(f"{base}/api/v1/questions", headers={"Fly-Client-IP": "198.51.100.9"}, timeout=10)
+            assert other.status_code == 200, "another client behind the same proxy is served"
+            assert requests.get(f"{base}/health/live", headers={"Fly-Client-IP": "203.0.113.7"},
+                                timeout=10).status_code == 200, "liveness is never capped"
+        finally:
+            for ws in held:
+                ws.close()
+        wait_for(lambda: requests.get(f"{base}/api/v1/questions", headers={"Fly-Client-IP": "203.0.113.7"},
+                                      timeout=10).status_code == 200, what="the closed sockets' slots to be released")
