@@ -91,19 +91,26 @@ def refusal_bytes() -> bytes:
 # --------------------------------------------------------------------------- WSGI layers
 
 
-def _json(start_response: Callable, status: str, payload: dict[str, Any]) -> list[bytes]:
+def _json(start_response: Callable, status: str, payload: dict[str, Any],
+          extra: list[tuple[str, str]] = ()) -> list[bytes]:
     data = json.dumps(payload).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
-                            ("Cache-Control", "no-store")])
+                            ("Cache-Control", "no-store"), *extra])
     return [data]
 
 
-def answer_liveness(wsgi_app: Callable) -> Callable:
-    """``/health/live`` answered before the app (no hooks, no database, no cap, no rate limit)."""
+def answer_liveness(wsgi_app: Callable, production: bool = False) -> Callable:
+    """``/health/live`` answered before the app (no hooks, no database, no cap, no rate limit), with the
+    headers every answer carries (security headers, ``X-Request-ID``)."""
+    from app.browser import HSTS, SECURITY_HEADERS
+    from app.ops import REQUEST_ID_HEADER, request_id
+
+    static = list(SECURITY_HEADERS.items()) + ([("Strict-Transport-Security", HSTS)] if production else [])
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") in LIVENESS_PATHS and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            return _json(start_response, "200 OK", {"status": "ok"})
+            extra = [*static, (REQUEST_ID_HEADER, request_id(environ.get("HTTP_X_REQUEST_ID")))]
+            return _json(start_response, "200 OK", {"status": "ok"}, extra)
         return wsgi_app(environ, start_response)
 
     return app
@@ -149,7 +156,7 @@ def init_app(flask_app: Flask, settings: Settings) -> None:
     where every connection is the proxy's and only :func:`client_address` tells clients apart.
     """
     flask_app.extensions[EXTENSION] = AddressSlots(settings.api_max_connections_per_client)
-    flask_app.wsgi_app = answer_liveness(flask_app.wsgi_app)
+    flask_app.wsgi_app = answer_liveness(flask_app.wsgi_app, settings.production)
     flask_app.before_request(_take_slot)
     flask_app.teardown_request(_give_slot_back)
 
