@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app import admin, browser, client, errors, evidence, health, jobs, live, openapi, ops, portal, ratelimit
+from app import admin, browser, client, errors, evidence, health, jobs, live, openapi, ops, portal, ratelimit, serving
 from app.services import Services
 from beacon.logs import configure_logging
 from beacon.observability.sentry import init_sentry
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         flask_app.register_blueprint(module.bp)
     # After the blueprints: ops' request hooks (request id) run before the rate limit's.
     client.init_app(flask_app, settings)
+    serving.init_app(flask_app, settings)  # liveness before the app; requests in flight per client address
     ratelimit.init_app(flask_app, settings)
     browser.init_app(flask_app, settings)
     return flask_app

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, g, jsonify
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from beacon import errors
 
@@ -39,6 +39,14 @@ STATUS: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.Unavailable, 503),
     (errors.Corrupt, 500),
 )
+
+
+class RequestBodyTimeout(TimeoutError):
+    """The request body did not arrive within API_BODY_TIMEOUT_SECONDS (raised by app.serving's reader)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"the request body did not arrive within {seconds:g} s")
+        self.seconds = seconds
 
 
 class ApiError(errors.DomainError):
@@ -86,6 +94,9 @@ def register(flask_app: Flask) -> None:
 
     @flask_app.errorhandler(HTTPException)
     def _http(error: HTTPException):
+        cause = error.__cause__ or error.__context__  # werkzeug raises it while handling the reader's error
+        if isinstance(error, ClientDisconnected) and isinstance(cause, RequestBodyTimeout):
+            return envelope(ApiError(408, "request_timeout", str(cause)))
         status = error.code or 500
         if status >= 500:
             if status == 503:

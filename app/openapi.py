@@ -258,6 +258,30 @@ def with_rate_limit(paths: dict[str, Any], exempt: frozenset[str]) -> dict[str, 
     return paths
 
 
+SECURITY_SCHEMES: dict[str, Any] = {
+    "roleToken": {
+        "type": "http", "scheme": "bearer",
+        "description": "A role token (viewer < operator < admin): VIEWER_TOKENS, OPERATOR_TOKENS, ADMIN_TOKENS. "
+                       "Each /admin operation names the least role it needs.",
+    },
+}
+#: Operations a caller may authorise either with a role token or otherwise (the cancel route also
+#: takes a body signed with the job's own key), so the token is optional there.
+TOKEN_OR_SIGNED_BODY = frozenset({"/api/v1/jobs/{job_id}/cancel"})
+
+
+def with_secured(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every /admin operation requires a role token; the cancel route accepts one. The rest are public
+    (submissions are authorised by their signature, not by the transport)."""
+    for path, operations in paths.items():
+        for operation in operations.values():
+            if path.startswith("/admin/"):
+                operation["security"] = [{"roleToken": []}]
+            elif path in TOKEN_OR_SIGNED_BODY:
+                operation["security"] = [{"roleToken": []}, {}]
+    return paths
+
+
 OPENAPI = {
     "/openapi.json": {
         "get": {"summary": "This document", "responses": {"200": json_response({"type": "object"}, "OpenAPI 3.1")}},
@@ -273,12 +297,12 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for module in BLUEPRINT_MODULES:
         paths.update(module.OPENAPI)
-    paths = with_rate_limit(paths, EXEMPT_RULES)
+    paths = with_secured(with_rate_limit(paths, EXEMPT_RULES))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Beacon Runner API", "version": __version__},
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -27,6 +27,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 METRICS = {
     "get": {
         "summary": "Prometheus metrics of the API processes, the outbox, the jobs and the queues",
+        "description": "Served by `beacon api` on its metrics listener (METRICS_PORT, 9091), never on the "
+                       "public port, which answers 404 here.",
         "responses": {"200": {"description": "text exposition format",
                               "content": {"text/plain": {"schema": {"type": "string"}}}}},
     },

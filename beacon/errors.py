@@ -35,7 +35,7 @@ class ValidationError(Invalid):
 
     def __init__(self, message: str, field: str | None = None, missing: bool = False):
         code = f"missing_field:{field}" if missing and field else "validation_error"
-        super().__init__(code, message, {"field": field} if field else None)
+        super().__init__(code, message, {"field": field} if field is not None else None)
         self.field = field
 
 

@@ -249,6 +249,39 @@ def _environment(env: Mapping[str, str]) -> str:
     return value
 
 
+_SHA = re.compile(r"[0-9a-f]{7,40}")
+_RELEASE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _git_sha(env: Mapping[str, str]) -> str | None:
+    """The commit the image was built from: GIT_SHA (a build argument), else the tag of FLY_IMAGE_REF.
+
+    Fly's image ref is ``registry.fly.io/<app>:<tag>`` or ``…@sha256:<digest>``; the slash is not
+    allowed in a Sentry release, so only the tag (or 12 digits of the digest) is used.
+    """
+    raw = _str(env, "GIT_SHA")
+    if raw is not None:
+        value = raw.lower()
+        if not _SHA.fullmatch(value):
+            raise SettingsError(f"GIT_SHA must be a git commit id (7 to 40 hex digits), got {raw[:48]!r}")
+        return value[:12]
+    ref = _str(env, "FLY_IMAGE_REF")
+    if ref is None:
+        return None
+    name, at, digest = ref.rpartition("@")
+    if at:
+        tag = digest.partition(":")[2][:12] or digest[:12]
+    else:
+        tag = ref.rpartition("/")[2].rpartition(":")[2] if ":" in ref.rpartition("/")[2] else ""
+    tag = _RELEASE_UNSAFE.sub("-", tag).strip(".-")[:64]
+    return tag or None
+
+
+def sentry_release(git_sha: str | None) -> str:
+    """``beacon-runner@<version>+<git sha>`` (``beacon-runner@<version>`` without a sha)."""
+    return f"beacon-runner@{__version__}" + (f"+{git_sha}" if git_sha else "")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -301,10 +334,10 @@ class Settings:
     worker_regions_by_fly_region: tuple[tuple[str, str], ...] = ()
     # Observability: Sentry, Prometheus metrics, Flower.
     sentry_dsn: str | None = field(repr=False, default=None)
-    sentry_environment: str = "production"
+    sentry_environment: str = "development"
     sentry_traces_sample_rate: float = 0.2
     sentry_send_pii: bool = False
-    sentry_release: str = __version__
+    sentry_release: str = f"beacon-runner@{__version__}"
     metrics_port: int = 9091
     flower_port: int = 5555
     flower_basic_auth: tuple[str, ...] = field(repr=False, default=())
@@ -323,6 +356,17 @@ class Settings:
     db_retry_base_seconds: float = 0.5
     db_retry_max_seconds: float = 10.0
     worker_heartbeat_seconds: float = 5.0
+    # Serving the API (gevent): read timeouts and connection caps against slow or idle clients.
+    api_header_timeout_seconds: float = 10.0
+    api_body_timeout_seconds: float = 30.0
+    api_worker_connections: int = 1000
+    api_max_connections_per_client: int = 32
+    # Flower: closed unless configured; the runner key's file permissions.
+    flower_address: str = "127.0.0.1"
+    flower_allow_anonymous: bool = False
+    environment: str = "development"
+    git_sha: str | None = None
+    sentry_trace_housekeeping: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -341,6 +385,8 @@ class Settings:
             database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
         broker_url = _url(env, "CELERY_BROKER_URL", BROKER_SCHEMES) or redis_url or "filesystem://"
         admin_tokens = _list(env, "ADMIN_TOKENS") + _list(env, "ADMIN_TOKEN")
+        environment = _environment(env)
+        git_sha = _git_sha(env)
         settings = cls(
             data_dir=data_dir,
             database_url=database_url,
@@ -380,7 +426,7 @@ class Settings:
             admin_tokens=admin_tokens,
             operator_tokens=_list(env, "OPERATOR_TOKENS"),
             viewer_tokens=_list(env, "VIEWER_TOKENS"),
-            production=_environment(env) == "production",
+            production=environment == "production",
             runner_signing_key=_str(env, "RUNNER_SIGNING_KEY"),
             ipfs_api_url=(_url(env, "IPFS_API_URL", HTTP_SCHEMES) or "").rstrip("/") or None,
             ipfs_timeout_seconds=_float(env, "IPFS_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
@@ -391,10 +437,10 @@ class Settings:
             model_file=_str(env, "MODEL_FILE"),
             worker_regions_by_fly_region=_pairs(env, "WORKER_REGIONS_BY_FLY_REGION"),
             sentry_dsn=_str(env, "SENTRY_DSN"),
-            sentry_environment=_str(env, "SENTRY_ENVIRONMENT", "production"),
+            sentry_environment=_str(env, "SENTRY_ENVIRONMENT", environment) or environment,
             sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.2, 0.0, 1.0),
             sentry_send_pii=_bool(env, "SENTRY_SEND_PII", False),
-            sentry_release=_str(env, "SENTRY_RELEASE") or _str(env, "FLY_IMAGE_REF") or __version__,
+            sentry_release=_str(env, "SENTRY_RELEASE") or sentry_release(git_sha),
             metrics_port=_int(env, "METRICS_PORT", 9091, maximum=MAX_PORT),
             flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1, maximum=MAX_PORT),
             flower_basic_auth=_basic_auth(env, "FLOWER_BASIC_AUTH"),
@@ -409,12 +455,16 @@ class Settings:
             db_retry_base_seconds=_float(env, "DB_RETRY_BASE_SECONDS", 0.5, 0.0, 600.0),
             db_retry_max_seconds=_float(env, "DB_RETRY_MAX_SECONDS", 10.0, 0.0, 3600.0),
             worker_heartbeat_seconds=_float(env, "WORKER_HEARTBEAT_SECONDS", 5.0, 0.2, 600.0),
+            api_header_timeout_seconds=_float(env, "API_HEADER_TIMEOUT_SECONDS", 10.0, 0.5, 300.0),
+            api_body_timeout_seconds=_float(env, "API_BODY_TIMEOUT_SECONDS", 30.0, 0.5, 3600.0),
+            api_worker_connections=_int(env, "API_WORKER_CONNECTIONS", 1000, minimum=10, maximum=100_000),
+            api_max_connections_per_client=_int(env, "API_MAX_CONNECTIONS_PER_CLIENT", 32, minimum=1),
+            flower_address=_str(env, "FLOWER_ADDRESS", "127.0.0.1") or "127.0.0.1",
+            flower_allow_anonymous=_bool(env, "FLOWER_ALLOW_ANONYMOUS", False),
+            environment=environment,
+            git_sha=git_sha,
+            sentry_trace_housekeeping=_bool(env, "SENTRY_TRACE_HOUSEKEEPING", False),
         )
-        if settings.production and not settings.runner_signing_key:
-            raise SettingsError(
-                "RUNNER_SIGNING_KEY is required in production (BEACON_ENV=production, or on Fly): the path of "
-                "the runner's Ed25519 key file (`beacon keygen`), the same file in every process"
-            )
         window = settings.timestamp_max_age_minutes + settings.timestamp_max_skew_minutes
         if settings.nonce_ttl_minutes < window:
             raise SettingsError(

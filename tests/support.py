@@ -57,6 +57,24 @@ def fixtures_dir() -> Path:
     raise FileNotFoundError(f"shared fixtures not found at {FIXTURES}")
 
 
+def session_from(address: str):  # noqa: ANN201
+    """A requests session whose connections leave from ``address`` (a loopback address such as
+    127.0.0.2), so a test can be several clients on one machine."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class SourceAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):  # noqa: ANN002,ANN003
+            kwargs["source_address"] = (address, 0)
+            super().init_poolmanager(*args, **kwargs)
+
+    session = requests.Session()
+    adapter = SourceAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def spare_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -259,10 +277,13 @@ class ApiProcess:
         import os
         import sys
 
-        self.env = {**os.environ, "RATE_LIMIT_DEFAULT": "off", **env}  # the API rate limit has its own tests
+        self.metrics_port = spare_port()
+        # the API rate limit has its own tests; /metrics is served on a port of its own
+        self.env = {**os.environ, "RATE_LIMIT_DEFAULT": "off", "METRICS_PORT": str(self.metrics_port), **env}
         self.log_path = log_path
         self.port = spare_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.env['METRICS_PORT']}"
         self.argv = [sys.executable, "-m", "beacon", "api", "--host", "127.0.0.1", "--port", str(self.port),
                      "--workers", str(workers)]
         self.process: subprocess.Popen | None = None

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import sys
 
-import click
+if sys.argv[1:2] == ["api"] and "--help" not in sys.argv:
+    # The API serves every connection on gevent (app.serving). Its monkey-patching must come before
+    # any other import: psycopg, for one, picks a blocking C wait function when imported unpatched.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import click  # noqa: E402
 
 EXIT_CONFIGURATION = 2  # click's status for a usage error; a bad variable is one too
 

@@ -11,16 +11,49 @@ from beacon.cli import main
 from beacon.settings import Settings, get_settings
 
 
+def require_runner_key(settings: Settings) -> None:
+    """The roles that sign (api: tree heads; worker: receipts, bundles) refuse to start without a usable
+    runner key: in production RUNNER_SIGNING_KEY must name a readable key file; elsewhere a configured
+    file must load (the embedded default creates one). Exit 2 with ``Error: RUNNER_SIGNING_KEY: …``."""
+    from beacon.cli import EXIT_CONFIGURATION
+    from beacon.evidence.identity import RunnerKeyError, runner_identity
+    from beacon.logs import configure_logging
+
+    if settings.production and not settings.runner_signing_key:
+        reason = ("is required in production (BEACON_ENV=production, or on Fly): the path of the runner's Ed25519 "
+                  "key file (`beacon keygen`), the same file in every api and worker process")
+    else:
+        configure_logging(settings.log_level)  # the loader's warnings (a key others may read) as JSON
+        try:
+            runner_identity(settings)
+            return
+        except RunnerKeyError as exc:
+            reason = str(exc).replace(" (RUNNER_SIGNING_KEY)", "")
+    click.echo(f"Error: RUNNER_SIGNING_KEY: {reason}", err=True)
+    sys.exit(EXIT_CONFIGURATION)
+
+
 @main.command()
 @click.option("--port", type=int, default=None, help="Port to listen on (default: PORT, 8090).")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--workers", type=int, default=None, help="gunicorn workers (default: WEB_CONCURRENCY, 2).")
-def api(port: int | None, host: str, workers: int | None) -> None:
-    """Serve the HTTP API under gunicorn."""
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Port of the /metrics listener (default: METRICS_PORT, 9091; 0: none).")
+def api(port: int | None, host: str, workers: int | None, metrics_port: int | None) -> None:
+    """Serve the HTTP API under gunicorn (gevent workers) and /metrics on a listener of its own."""
+    from beacon.observability.multiproc import prepare_metrics_dir
+
+    prepare_metrics_dir()  # before anything imports prometheus_client (importing app does)
     from app.server import serve_api
 
     settings = get_settings()
-    serve_api(host, port or settings.port, workers or settings.web_concurrency)
+    require_runner_key(settings)
+    metrics = settings.metrics_port if metrics_port is None else metrics_port
+    port = port or settings.port
+    if metrics and metrics == port:
+        raise click.BadParameter(f"the metrics port must differ from the API port ({port})",
+                                 param_hint="--metrics-port / METRICS_PORT")
+    serve_api(host, port, workers or settings.web_concurrency, metrics_port=metrics)
 
 
 def worker_queues(regions: tuple[str, ...], orchestration: bool) -> list[str]:
@@ -64,11 +97,14 @@ def fly_regions(settings: Settings) -> tuple[str, ...]:
 def worker(regions: str, orchestration: bool, concurrency: int, pool: str, hostname: str | None) -> None:
     """Run a Celery worker on the jobs queue and the region queues."""
     settings = get_settings()
+    require_runner_key(settings)
     wanted = tuple(r.strip() for r in regions.split(",") if r.strip()) or fly_regions(settings)
     queues = worker_queues(wanted, orchestration)
     from workers import app
 
-    argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "-c", str(concurrency), "-E", "--loglevel", get_settings().log_level]
+    # --quiet: no banner on stdout; the worker logs it as one JSON line instead (celery_hooks).
+    argv = ["--quiet", "worker", "-Q", ",".join(queues), "--pool", pool, "-c", str(concurrency), "-E",
+            "--loglevel", get_settings().log_level]
     if hostname:
         argv += ["-n", hostname]
     app.worker_main(argv)
@@ -81,7 +117,7 @@ def beat() -> None:
 
     schedule = get_settings().data_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel", get_settings().log_level, "--schedule", str(schedule)])
+    app.start(["--quiet", "beat", "--loglevel", get_settings().log_level, "--schedule", str(schedule)])
 
 
 @main.command()

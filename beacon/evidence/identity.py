@@ -1,8 +1,11 @@
 """The runner's own Ed25519 identity: the key that signs receipts, bundles and tree heads.
 
-Every process of one deployment must sign with the same key. ``RUNNER_SIGNING_KEY`` names the
-key file (the format ``beacon keygen`` / ``KeyPair.save`` writes); it is required in production
-(see ``Settings.production``). Otherwise, in the embedded default, the key lives in the data
+Every process of one deployment that signs must sign with the same key: the API (tree heads)
+and the workers (receipts, bundles); beat and Flower never load it. ``RUNNER_SIGNING_KEY`` names
+the key file (the format ``beacon keygen`` / ``KeyPair.save`` writes); in production
+(``Settings.production``) ``beacon api`` and ``beacon worker`` refuse to start without a usable
+one (``beacon.cli.roles.require_runner_key``). A key file its group or others may read is logged
+as a warning. Otherwise, in the embedded default, the key lives in the data
 directory as ``runner-signing-key``: the first process to need it creates it, atomically (written
 to a private temporary file, then hard-linked into place, which fails if another process won the
 race), and every process then loads that one file.
@@ -63,7 +66,22 @@ def key_id(public_key_b64: str) -> str:
     return hashlib.sha256(b64decode(public_key_b64, 32, "public_key")).hexdigest()[:16]
 
 
+def _warn_if_readable_by_others(path: Path) -> None:
+    """A private key the group or everyone may read is logged as a warning (``chmod 600`` it)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "the runner signing key file is readable by its group or by others; make it private (chmod 600) "
+            "and owned by the user the runner runs as",
+            extra={"path": str(path), "mode": oct(mode & 0o777)},
+        )
+
+
 def _load(path: Path) -> KeyPair:
+    _warn_if_readable_by_others(path)
     try:
         return KeyPair.load(path)
     except FileNotFoundError:
@@ -94,7 +112,10 @@ def _identity(configured: str | None, data_dir: Path) -> RunnerIdentity:
 
 
 def runner_identity(settings: Settings) -> RunnerIdentity:
-    """The process's runner identity (loaded once per key file)."""
+    """The process's runner identity (loaded once per key file). In production the key file must be
+    configured: a key made up in the data directory would sign with an identity nobody shares."""
+    if settings.production and not settings.runner_signing_key:
+        raise RunnerKeyError("RUNNER_SIGNING_KEY is required in production: the path of the runner's key file")
     return _identity(settings.runner_signing_key, settings.data_dir)
 
 

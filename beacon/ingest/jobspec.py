@@ -132,13 +132,13 @@ def _is_number(value: Any) -> bool:
 
 def _object(value: Any, path: str, allowed: set[str] | None) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ValidationError(f"{path} must be an object", path)
+        raise ValidationError(f"{path} must be an object" if path else "the JobSpec must be a JSON object", path or None)
     if allowed is not None:
         unknown = sorted(set(value) - allowed)
         if unknown:
             prefix = f"{path}." if path else ""
             raise ValidationError(
-                f"unknown field {prefix}{unknown[0]} (allowed: {', '.join(sorted(allowed))})",
+                f"unknown field {prefix}{unknown[0] or chr(34) * 2} (allowed: {', '.join(sorted(allowed))})",
                 f"{prefix}{unknown[0]}",
             )
     return value

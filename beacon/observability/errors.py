@@ -37,5 +37,16 @@ class DeadlineExceeded(ExpectedInterruption):
 EXPECTED: tuple[type[BaseException], ...] = (ExpectedInterruption, ClientDisconnected)
 
 
+def closed_websocket(error: BaseException | None) -> bool:
+    """flask-sock ends every finished ``/ws`` by raising from its response: StopIteration under
+    gunicorn (which closes the connection on it), ConnectionError under werkzeug. A normal close."""
+    if not isinstance(error, (StopIteration, ConnectionError)):
+        return False
+    frame, last = error.__traceback__, None
+    while frame is not None:
+        last, frame = frame, frame.tb_next
+    return last is not None and str(last.tb_frame.f_globals.get("__name__", "")).startswith("flask_sock")
+
+
 def is_expected(error: BaseException | None) -> bool:
-    return isinstance(error, EXPECTED)
+    return isinstance(error, EXPECTED) or closed_websocket(error)

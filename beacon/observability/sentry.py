@@ -2,8 +2,11 @@
 
 The API calls it from ``create_app``, workers from the Celery ``worker_init`` /
 ``worker_process_init`` signals and beat from ``beat_init``. Errors are reported, expected
-interruptions are dropped (:mod:`beacon.observability.errors`), secrets never leave
-(:mod:`beacon.observability.scrub`), health, readiness and metrics requests are never traced.
+interruptions are dropped (:mod:`beacon.observability.errors`, a WebSocket's normal close
+included), secrets never leave (:mod:`beacon.observability.scrub`), health, readiness and metrics
+requests are never traced, nor beat's housekeeping tasks unless SENTRY_TRACE_HOUSEKEEPING is set.
+The release is ``beacon-runner@<version>+<git sha>`` and the environment ``BEACON_ENV`` unless
+SENTRY_RELEASE / SENTRY_ENVIRONMENT say otherwise (:mod:`beacon.settings`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sentry_sdk
 from celery.schedules import crontab
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
+from beacon.messaging.celery_app import PURGE, RELAY_OUTBOX, RETRY_PINS, SWEEP
 from beacon.observability.errors import is_expected
 from beacon.observability.scrub import DENYLIST_EXTRA, Scrubber, strip_pii, url_password
 from beacon.settings import Settings
@@ -28,6 +32,9 @@ NEVER_TRACED = frozenset({
     "/api/v1/health", "/api/v1/health/live", "/api/v1/health/ready",
     "/metrics",
 })
+
+#: Beat's periodic tasks: traced only with SENTRY_TRACE_HOUSEKEEPING=true.
+HOUSEKEEPING_TASKS = frozenset({RELAY_OUTBOX, SWEEP, RETRY_PINS, PURGE})
 
 
 class SentryTestError(RuntimeError):
@@ -59,12 +66,17 @@ def make_before_send(scrubber: Scrubber, send_pii: bool):
     return before_send
 
 
-def make_traces_sampler(rate: float):
-    """Health, readiness and metrics requests never; a continued trace keeps its decision; else ``rate``."""
+def make_traces_sampler(rate: float, trace_housekeeping: bool = False):
+    """Health, readiness and metrics requests never; beat's housekeeping tasks only when asked
+    (SENTRY_TRACE_HOUSEKEEPING: they run every few seconds and would drown the jobs' traces); a
+    continued trace keeps its decision; else ``rate``."""
 
     def traces_sampler(context: dict[str, Any]) -> float:
         environ = context.get("wsgi_environ") or {}
         if (environ.get("PATH_INFO", "").rstrip("/") or "/") in NEVER_TRACED:
+            return 0.0
+        task = (context.get("celery_job") or {}).get("task")
+        if task in HOUSEKEEPING_TASKS and not trace_housekeeping:
             return 0.0
         parent = context.get("parent_sampled")
         if parent is not None:
@@ -110,7 +122,7 @@ def init_sentry(settings: Settings, role: str, beat_schedule: Mapping[str, Mappi
         dsn=settings.sentry_dsn,
         environment=settings.sentry_environment,
         release=settings.sentry_release,
-        traces_sampler=make_traces_sampler(settings.sentry_traces_sample_rate),
+        traces_sampler=make_traces_sampler(settings.sentry_traces_sample_rate, settings.sentry_trace_housekeeping),
         **pii,
         max_request_body_size="medium",
         event_scrubber=EventScrubber(denylist=DEFAULT_DENYLIST + DENYLIST_EXTRA, recursive=True,

@@ -105,3 +105,41 @@ def test_celery_inspect_registered_lists_the_project_tasks(env, processes):
     assert worker.name in done.stdout
     for task in (RUN_JOB, EXECUTE_UNIT, RELAY_OUTBOX, SWEEP, PURGE):
         assert task in done.stdout
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a listening TCP socket on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_flower_listens_on_loopback_only_by_default(processes, env):
+    assert listening_addresses(int(env["FLOWER_PORT"])) == {"0100007F"}  # 127.0.0.1, nothing else
+
+
+@pytest.mark.parametrize("extra, refused", [
+    ({}, True),
+    ({"FLOWER_ALLOW_ANONYMOUS": "false"}, True),
+    ({"FLOWER_ALLOW_ANONYMOUS": "true", "FLOWER_ADDRESS": "127.0.0.1"}, False),
+])
+def test_flower_refuses_to_start_without_credentials(env, tmp_path, extra, refused):
+    plain = {k: v for k, v in {**os.environ, **env}.items() if k != "FLOWER_BASIC_AUTH"}
+    flower = FlowerProcess({**plain, **extra, "FLOWER_PORT": str(spare_port())}, tmp_path / "flower.log")
+    if refused:
+        done = subprocess.run([sys.executable, "-m", "beacon", "flower"], env=flower.env, capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("Error: FLOWER_BASIC_AUTH: "), done.stderr
+        return
+    try:
+        flower.start()
+        assert requests.get(f"{flower.url}/", timeout=5).status_code == 200  # asked for: the dashboard is open
+        assert "without authentication" in (tmp_path / "flower.log").read_text()
+    finally:
+        flower.stop()

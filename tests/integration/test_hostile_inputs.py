@@ -39,6 +39,14 @@ S = 10**9
 # --------------------------------------------------------------------------- the report
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_report() -> None:
+    """Each run of the catalogue writes the whole report anew (scripts/test sets BEACON_REPORT_DIR)."""
+    folder = os.environ.get("BEACON_REPORT_DIR")
+    if folder:
+        (Path(folder) / "hostile.jsonl").unlink(missing_ok=True)
+
+
 def record(case: str, expected: dict[str, Any], got: dict[str, Any]) -> None:
     folder = os.environ.get("BEACON_REPORT_DIR")
     if not folder:
@@ -474,3 +482,26 @@ def test_configuration_fails_fast(tmp_path, name, variable, value, command):
     assert len(lines) == 1 and lines[0].startswith(f"Error: {variable}: "), done.stderr[-2000:]
     assert len(lines[0]) > len(f"Error: {variable}: ") + 5
     assert not (tmp_path / "data").exists(), "nothing may start before the configuration is checked"
+
+
+RUNNER_KEY_CASES = [  # name, command, extra environment (a key path relative to the scratch directory)
+    ("runner-key-unset-in-production-worker", ["worker"], {"BEACON_ENV": "production"}),
+    ("runner-key-unset-on-fly-api", ["api"], {"FLY_APP_NAME": "beacon-runner"}),
+    ("runner-key-missing-file-worker", ["worker"], {"BEACON_ENV": "production", "RUNNER_SIGNING_KEY": "absent.key"}),
+    ("runner-key-garbled-file-api", ["api"], {"RUNNER_SIGNING_KEY": "garbled.key"}),
+]
+
+
+@pytest.mark.parametrize("name, command, extra", RUNNER_KEY_CASES, ids=[c[0] for c in RUNNER_KEY_CASES])
+def test_the_roles_that_sign_refuse_to_start_without_a_usable_runner_key(tmp_path, name, command, extra):
+    (tmp_path / "garbled.key").write_text("not a key\n")
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS + ("RUNNER_SIGNING_KEY",)}
+    env.update({"BEACON_DATA_DIR": str(tmp_path / "data"), "CELERY_BROKER_URL": "memory://", **extra})
+    done = subprocess.run(beacon_command() + command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    lines = done.stderr.strip().splitlines()
+    record(f"config-{name}", {"status": 2, "error_code": "RUNNER_SIGNING_KEY"},
+           {"status": done.returncode, "error_code": lines[-1].split(":", 2)[1].strip() if lines else None})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert lines[-1].startswith("Error: RUNNER_SIGNING_KEY: "), done.stderr[-2000:]
+    assert not (tmp_path / "data" / "runner-signing-key").exists()

@@ -16,7 +16,7 @@ from beacon.db import database_for
 from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
 from beacon.timeutil import isoformat, utcnow
 from tests.factories import body, make_spec
-from tests.support import serve_wsgi
+from tests.support import serve_wsgi, session_from
 
 JSON = {"Content-Type": "application/json"}
 
@@ -210,6 +210,30 @@ def test_rate_limit_after_signature_failures(api, pg_settings, keypair):
     # The limit holds even for a correctly signed submission with that key.
     assert_error(post(api, body(make_spec(keypair))), 429, "rate_limit_exceeded")
     assert counts(pg_settings.database_url) == NOTHING
+
+
+def test_forged_failures_with_a_public_key_never_lock_its_owner_out(api, pg_settings, keypair):
+    """Public keys are public (GET /api/v1/jobs lists them): failures count per (key, address), so an
+    attacker spending the key's failure budget from another address blocks only that address."""
+    attacker, owner = session_from("127.0.0.2"), session_from("127.0.0.1")
+
+    def forged() -> bytes:
+        spec = make_spec(keypair)
+        spec["benchmark"]["name"] = "tampered"
+        return body(spec)
+
+    def send(session, data: bytes) -> requests.Response:
+        return session.post(f"{api}/api/v1/jobs", data=data, headers=JSON, timeout=10)
+
+    for _ in range(pg_settings.rate_limit_key_per_minute):
+        assert_error(send(attacker, forged()), 400, "signature_mismatch")
+    payload = assert_error(send(attacker, forged()), 429, "rate_limit_exceeded")
+    assert payload["details"]["limit"] == "key"
+    assert send(owner, body(make_spec(keypair))).status_code == 202, "the owner, from its own address, still submits"
+    assert_error(send(attacker, body(make_spec(keypair))), 429, "rate_limit_exceeded")  # that pair stays blocked
+    for _ in range(pg_settings.rate_limit_key_per_minute):  # the owner's own mistakes do count against the owner
+        assert_error(send(owner, forged()), 400, "signature_mismatch")
+    assert_error(send(owner, body(make_spec(keypair))), 429, "rate_limit_exceeded")
 
 
 def test_rate_limit_per_ip(api, pg_settings, trusted_keys_file):

@@ -89,13 +89,22 @@ def test_http_metrics_add_up_across_gunicorn_workers(processes):
         assert requests.get(f"{api.url}/api/v1/jobs/{job_id}", headers={"Connection": "close"},
                             timeout=10).status_code == 404
     for _ in range(4):  # whichever worker answers the scrape, it counts every worker's requests
-        text = requests.get(f"{api.url}/metrics", headers={"Connection": "close"}, timeout=10).text
+        text = requests.get(f"{api.metrics_url}/metrics", headers={"Connection": "close"}, timeout=10).text
         assert sample(text, "beacon_http_requests_total", method="GET", route="/api/v1/jobs/<job_id>",
                       status="404") == 40
         assert sample(text, "beacon_http_request_duration_seconds_count", method="GET",
                       route="/api/v1/jobs/<job_id>") == 40
         assert not [job_id for job_id in missing if job_id in text], "a job id became a label"
+    public = requests.get(f"{api.url}/metrics", timeout=10)
+    assert public.status_code == 404 and public.json()["error_code"] == "not_found", "no metrics on the public port"
+    assert requests.get(f"{api.metrics_url}/api/v1/jobs", timeout=10).status_code == 404, "only metrics there"
     assert list(processes.metrics_dir.glob("*.db")), "gunicorn workers write their samples to the multiproc dir"
+    lines = api.log_path.read_text().splitlines()
+    assert all(line.startswith("{") for line in lines if line.strip()), "every line of the API is JSON"
+    access = [entry for entry in api.log_lines() if entry.get("logger") == "beacon.access"
+              and entry.get("path") == f"/api/v1/jobs/{missing[0]}"]
+    assert access and access[0]["status"] == 404 and access[0]["method"] == "GET", access
+    assert access[0]["client_address"] == "127.0.0.1" and access[0]["request_id"] and access[0]["duration_ms"] >= 0
     disabled = [line for line in api.log_path.read_text().splitlines() if "Sentry disabled" in line]
     assert len(disabled) == 2, "one line per gunicorn worker"
     assert disabled[0].startswith('{"level":"info","message":"Sentry disabled (no SENTRY_DSN)",')
@@ -146,7 +155,11 @@ def test_worker_serves_unit_and_provider_metrics_and_logs_json_with_context(proc
         assert sample(text, "beacon_units_total", region=region, provider="simulator", status="completed") == 1
         assert sample(text, "beacon_provider_latency_seconds_count", region=region, provider="simulator") == 1
     assert job_id not in text
-    lines = [json.loads(line) for line in processes.worker.log_path.read_text().splitlines() if line.startswith("{")]
+    raw = [line for line in processes.worker.log_path.read_text().splitlines() if line.strip()]
+    assert all(line.startswith("{") for line in raw), [line for line in raw if not line.startswith("{")][:5]
+    lines = [json.loads(line) for line in raw]
+    [banner] = [line for line in lines if line["message"] == "celery worker starting"]
+    assert banner["queues"] == ["jobs", "region.APAC", "region.EU", "region.US"] and "beacon.execute_unit" in banner["tasks"]
     finalised = [line for line in lines if line["message"] == "job finalised" and line.get("job_id") == job_id]
     assert finalised, "no JSON log line for the finalisation"
     assert finalised[0]["level"] == "info" and finalised[0]["logger"] == "beacon.execution.engine" and "time" in finalised[0]

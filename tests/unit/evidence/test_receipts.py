@@ -234,11 +234,28 @@ def test_configured_key_is_used_and_a_missing_one_is_a_clear_error(make_settings
 
 
 @pytest.mark.parametrize("env", [{"BEACON_ENV": "production"}, {"FLY_APP_NAME": "beacon-runner"}])
-def test_production_refuses_to_start_without_runner_key(make_settings, env, tmp_path):
-    with pytest.raises(SettingsError, match="RUNNER_SIGNING_KEY is required in production"):
-        make_settings(DATABASE_URL="postgresql://db/beacon", **env)
+def test_production_never_makes_up_a_runner_key(make_settings, env, tmp_path):
+    settings = make_settings(DATABASE_URL="postgresql://db/beacon", **env)  # beat and Flower need no key
+    assert settings.production
+    with pytest.raises(RunnerKeyError, match="RUNNER_SIGNING_KEY is required in production"):
+        runner_identity(settings)
+    assert not (tmp_path / "data" / "runner-signing-key").exists()
     settings = make_settings(DATABASE_URL="postgresql://db/beacon", RUNNER_SIGNING_KEY=tmp_path / "k", **env)
     assert settings.production
+
+
+def test_a_key_file_others_may_read_is_a_warning(make_settings, tmp_path, caplog):
+    import logging
+
+    KeyPair.generate().save(tmp_path / "private.key")
+    KeyPair.generate().save(tmp_path / "shared.key")
+    (tmp_path / "shared.key").chmod(0o640)
+    with caplog.at_level(logging.WARNING, logger="beacon.evidence.identity"):
+        runner_identity(make_settings(RUNNER_SIGNING_KEY=tmp_path / "private.key"))
+        assert not caplog.records
+        runner_identity(make_settings(RUNNER_SIGNING_KEY=tmp_path / "shared.key"))
+    [warning] = caplog.records
+    assert "readable by its group or by others" in warning.getMessage() and warning.mode == "0o640"
 
 
 def test_bad_environment_name(make_settings):

@@ -40,15 +40,39 @@ def exc_hint(error: BaseException) -> dict:
 
 def test_observability_defaults(make_settings):
     settings = make_settings()
-    assert settings.sentry_dsn is None and settings.sentry_environment == "production"
+    assert settings.sentry_dsn is None and settings.sentry_environment == "development"
     assert settings.sentry_traces_sample_rate == 0.2 and settings.sentry_send_pii is False
-    assert settings.sentry_release == "0.1.0"
+    assert settings.sentry_release == "beacon-runner@0.1.0"
+    assert settings.sentry_trace_housekeeping is False
     assert (settings.metrics_port, settings.flower_port, settings.flower_basic_auth) == (9091, 5555, ())
+    assert (settings.flower_address, settings.flower_allow_anonymous) == ("127.0.0.1", False)
 
 
-def test_release_falls_back_from_sentry_release_to_the_image_ref(make_settings):
-    assert make_settings(FLY_IMAGE_REF="registry.fly.io/beacon:deploy-7").sentry_release == "registry.fly.io/beacon:deploy-7"
-    assert make_settings(FLY_IMAGE_REF="img", SENTRY_RELEASE="beacon@1.2.3").sentry_release == "beacon@1.2.3"
+def test_sentry_environment_follows_beacon_env(make_settings):
+    assert make_settings(BEACON_ENV="production").sentry_environment == "production"
+    assert make_settings(FLY_APP_NAME="beacon-runner").sentry_environment == "production"
+    assert make_settings(BEACON_ENV="production", SENTRY_ENVIRONMENT="staging").sentry_environment == "staging"
+
+
+@pytest.mark.parametrize("env, release", [
+    ({"GIT_SHA": "0123456789ABCDEF0123456789abcdef01234567"}, "beacon-runner@0.1.0+0123456789ab"),
+    ({"FLY_IMAGE_REF": "registry.fly.io/beacon-runner:deployment-01HZX3Q7"}, "beacon-runner@0.1.0+deployment-01HZX3Q7"),
+    ({"FLY_IMAGE_REF": "registry.fly.io/beacon-runner@sha256:9f86d081884c7d659a2feaa0"},
+     "beacon-runner@0.1.0+9f86d081884c"),
+    ({"FLY_IMAGE_REF": "registry.fly.io/beacon-runner:deployment-1", "GIT_SHA": "abc1234"},
+     "beacon-runner@0.1.0+abc1234"),
+    ({"FLY_IMAGE_REF": "registry.fly.io/beacon-runner"}, "beacon-runner@0.1.0"),
+    ({"FLY_IMAGE_REF": "img", "SENTRY_RELEASE": "beacon@1.2.3"}, "beacon@1.2.3"),
+])
+def test_release_is_the_version_and_the_commit_without_a_slash(make_settings, env, release):
+    found = make_settings(**env).sentry_release
+    assert found == release
+    assert "/" not in found and "\n" not in found and len(found) <= 200  # what Sentry accepts
+
+
+def test_git_sha_must_be_a_commit_id(make_settings):
+    with pytest.raises(SettingsError, match="GIT_SHA must be a git commit id"):
+        make_settings(GIT_SHA="main/../x")
 
 
 def test_secrets_stay_out_of_the_settings_repr(make_settings):
@@ -174,6 +198,32 @@ def test_other_requests_use_the_rate_unless_the_trace_decided():
     assert sampler({"wsgi_environ": {"PATH_INFO": "/api/v1/jobs"}}) == 0.2
     assert sampler({"celery_job": {"task": "beacon.run_job"}, "parent_sampled": True}) == 1.0
     assert sampler({"celery_job": {"task": "beacon.run_job"}, "parent_sampled": False}) == 0.0
+
+
+@pytest.mark.parametrize("task", ["beacon.relay_outbox", "beacon.sweep", "beacon.retry_pins", "beacon.purge"])
+def test_housekeeping_tasks_are_traced_only_when_asked(task):
+    assert make_traces_sampler(1.0)({"celery_job": {"task": task}}) == 0.0
+    assert make_traces_sampler(1.0)({"celery_job": {"task": task}, "parent_sampled": True}) == 0.0
+    assert make_traces_sampler(0.5, trace_housekeeping=True)({"celery_job": {"task": task}}) == 0.5
+    assert make_traces_sampler(0.5)({"celery_job": {"task": "beacon.execute_unit"}}) == 0.5
+
+
+def test_a_websockets_normal_close_is_not_an_error():
+    from beacon.observability.errors import closed_websocket, is_expected
+
+    def raised_in(module: str, error: BaseException) -> BaseException:
+        namespace = {"__name__": module}
+        exec("def close(error):\n    raise error\n", namespace)  # a frame whose module is ``module``
+        try:
+            namespace["close"](error)
+        except BaseException as caught:  # noqa: BLE001
+            return caught
+        raise AssertionError("not raised")
+
+    assert is_expected(raised_in("flask_sock", StopIteration()))  # under gunicorn
+    assert is_expected(raised_in("flask_sock", ConnectionError()))  # under werkzeug
+    assert not closed_websocket(raised_in("app.jobs", StopIteration()))
+    assert not is_expected(raised_in("flask_sock", ValueError()))
 
 
 def test_sub_minute_beat_entries_are_kept_out_of_sentry_crons(make_settings):
