@@ -261,7 +261,6 @@ def test_answer_carries_provider_used_region_and_receipt(router):
     assert (answer.served_region, answer.router_region, answer.region_flag) == ("EU", "eu-west", None)
     assert answer.provider_receipt == receipt
     assert answer.provider_metadata == metadata
-    assert answer.model_id == "llama3.2-1b" and answer.latency_ms >= 0
 
 
 @pytest.mark.parametrize(

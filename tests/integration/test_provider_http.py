@@ -78,8 +78,7 @@ def run_together(calls) -> list:
 def test_answers_match_the_in_process_simulator(sim, kind, region):
     answer = CLIENTS[kind](sim.url).complete(ask(region))
     assert answer.output == simulate_answer(region, "gpt-4o", TIANANMEN)
-    assert (answer.served_region, answer.provider, answer.model_id) == (region, kind, "gpt-4o")
-    assert answer.latency_ms >= 0
+    assert (answer.served_region, answer.provider) == (region, kind)
     (entry,) = served(sim)
     assert (entry["region"], entry["model"], entry["path"]) == (region, "gpt-4o", CLIENTS[kind].path)
     assert entry["started"] <= entry["finished"]

@@ -90,8 +90,6 @@ class ProviderAnswer:
     output: str
     served_region: str
     provider: str
-    model_id: str
-    latency_ms: int
     provider_used: str | None = None
     router_region: str | None = None
     region_flag: str | None = None

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Mapping
@@ -174,12 +173,9 @@ class _HttpProvider(Provider):
         return self.region_settings.get(region, DEFAULT_SETTINGS)
 
     def complete(self, req: ProviderRequest) -> ProviderAnswer:
-        started = time.monotonic()
         fields = self._exchange(req)
         return ProviderAnswer(
             provider=self.name,
-            model_id=req.model_id,
-            latency_ms=round((time.monotonic() - started) * 1000),
             **fields,
         )
 

@@ -106,8 +106,6 @@ class SimulatorProvider(Provider):
             output=output,
             served_region=req.region,
             provider=self.name,
-            model_id=req.model_id,
-            latency_ms=round((time.monotonic() - started) * 1000),
         )
 
     def _wait(self, req: ProviderRequest, seconds: float) -> None:
