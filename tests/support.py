@@ -151,7 +151,7 @@ class WorkerProcess:
         import os
         import sys
 
-        self.env = {**os.environ, **env}
+        self.env = {**os.environ, "METRICS_PORT": "0", **env}  # no fixed port a parallel run may hold
         self.log_path = log_path
         self.name = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
         self.argv = [sys.executable, "-m", "beacon", "worker", "-n", self.name, *extra_args]

@@ -403,7 +403,11 @@ def test_a_websockets_normal_close_is_never_reported(stack, sink):
     import simple_websocket
 
     ws = simple_websocket.Client.connect(stack.api.url.replace("http", "ws") + "/ws")
-    assert json.loads(ws.receive(timeout=10))["type"] == "error"
+    try:
+        message = ws.receive(timeout=10)
+    except simple_websocket.ConnectionClosed:
+        message = None  # simple_websocket's reader can let the close overtake the message before it
+    assert message is None or json.loads(message)["type"] == "error"
     wait_for(lambda: not ws.connected, what="the server to close the socket")
     answer = requests.post(f"{stack.api.url}/admin/test-sentry", timeout=10,
                            headers={"Authorization": f"Bearer {SECRET}", "X-Request-ID": "after-ws-close"})

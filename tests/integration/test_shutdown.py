@@ -107,7 +107,8 @@ def test_sigterm_lets_gunicorn_finish_the_request_in_flight(tmp_path: Path, clea
     port = spare_port()
     env = {"BEACON_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": clean_db,
            "CELERY_BROKER_URL": f"{REDIS_BASE_URL}/{REDIS_IDLE_DB}", "RATE_LIMIT_REDIS_URL": redis_urls["limits"],
-           "TRUSTED_KEYS_FILE": str(trusted_keys_file), "ADMIN_TOKENS": "admin-secret", "LOG_LEVEL": "WARNING"}
+           "TRUSTED_KEYS_FILE": str(trusted_keys_file), "ADMIN_TOKENS": "admin-secret", "LOG_LEVEL": "WARNING",
+           "METRICS_PORT": str(spare_port())}
     log = (tmp_path / "api.log").open("wb")
     api = subprocess.Popen([sys.executable, "-m", "beacon", "api", "--host", "127.0.0.1", "--port", str(port),
                             "--workers", "1"], env={**os.environ, **env}, stdout=log,
