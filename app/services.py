@@ -15,7 +15,7 @@ from beacon.ingest.ratelimit import SignatureFailureLimiter
 from beacon.ingest.trust import TrustStore
 from beacon.ingest.wallet import load_allowlist
 from beacon.messaging.celery_app import make_celery
-from beacon.messaging.outbox import celery_publisher
+from beacon.messaging.outbox import celery_publisher, paused_after_failure
 from beacon.settings import Settings
 
 
@@ -30,7 +30,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> "Services":
         db = database_for(settings.database_url)
-        celery = make_celery(settings)
+        celery = make_celery(settings, request_path=True)
         trust = TrustStore(settings.trusted_keys_file, settings.trust_enforce)
         ingestor = Ingestor(
             settings=settings,
@@ -39,7 +39,7 @@ class Services:
             limiter=SignatureFailureLimiter(
                 settings.rate_limit_redis_url, settings.rate_limit_ip_per_minute, settings.rate_limit_key_per_minute
             ),
-            publish=celery_publisher(celery),
+            publish=paused_after_failure(celery_publisher(celery, retries=0)),  # the relay publishes the rest
             catalogue=load_catalogue(settings.questions_file),
             regions=region_names(settings),
             wallet_allowlist=load_allowlist(settings.wallet_allowlist_file),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from beacon.messaging import file_transport  # noqa: F401  (filesystem:// with atomic writes)
+from beacon.redis_clients import REQUEST_PATH_TIMEOUT_SECONDS
 from beacon.settings import Settings
 
 JOBS_QUEUE = "jobs"
@@ -20,7 +21,7 @@ def region_queue(region: str) -> str:
     return f"region.{region}"
 
 
-def _transport_options(settings: Settings) -> dict:
+def _transport_options(settings: Settings, request_path: bool) -> dict:
     if settings.broker_url.startswith("filesystem"):
         folder = settings.data_dir / "broker"
         for sub in ("queue", "control"):
@@ -32,11 +33,16 @@ def _transport_options(settings: Settings) -> dict:
             "polling_interval": 0.05,
         }
     # Longer than the longest job (60 min) so the broker never redelivers a unit still running;
-    # the beat sweeper recovers crashed units far sooner through their leases.
-    return {"visibility_timeout": 2 * 60 * 60, "socket_timeout": 5, "socket_connect_timeout": 5}
+    # the beat sweeper recovers crashed units far sooner through their leases. On the request path
+    # (the API's fast-path publish) a hung broker must cost no more than a dead one: the outbox
+    # relay publishes whatever that publish could not.
+    timeout = REQUEST_PATH_TIMEOUT_SECONDS if request_path else 5
+    return {"visibility_timeout": 2 * 60 * 60, "socket_timeout": timeout, "socket_connect_timeout": timeout}
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, *, request_path: bool = False) -> Celery:
+    """The Celery app; ``request_path`` (the API) gets the request path's broker timeouts and no
+    publish retries, so a hung broker never stalls a request (the outbox covers the publish)."""
     app = Celery("beacon", broker=settings.broker_url, set_as_current=True)
     app.conf.update(
         task_serializer="json",
@@ -48,10 +54,10 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=JOBS_QUEUE,
-        broker_transport_options=_transport_options(settings),
+        broker_transport_options=_transport_options(settings, request_path),
         broker_connection_retry_on_startup=True,
-        broker_connection_timeout=3,
-        task_publish_retry=True,
+        broker_connection_timeout=REQUEST_PATH_TIMEOUT_SECONDS if request_path else 3,
+        task_publish_retry=not request_path,
         task_publish_retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 2},
         worker_send_task_events=True,
         worker_hijack_root_logger=False,

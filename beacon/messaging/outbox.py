@@ -8,6 +8,8 @@ publish one row twice nor lose one; while the broker is down each row backs off.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Iterable
@@ -46,8 +48,9 @@ def enqueue(session: Session, task: str, queue: str, args: list, headers: dict |
     return OutboxMessage(id=ident, **values)
 
 
-def celery_publisher(celery_app) -> Publisher:  # noqa: ANN001
-    """Publish outbox rows as Celery task messages (retrying briefly, then giving up)."""
+def celery_publisher(celery_app, retries: int = 1) -> Publisher:  # noqa: ANN001
+    """Publish outbox rows as Celery task messages (retrying ``retries`` times briefly, then giving
+    up: the row stays unpublished for the relay)."""
 
     def publish(message: OutboxMessage) -> None:
         celery_app.send_task(
@@ -55,11 +58,31 @@ def celery_publisher(celery_app) -> Publisher:  # noqa: ANN001
             args=list(message.args),
             queue=message.queue,
             headers=dict(message.headers or {}),
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
+            retry=retries > 0,
+            retry_policy={"max_retries": retries, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
         )
 
     return publish
+
+
+def paused_after_failure(publish: Publisher, seconds: float = 5.0) -> Publisher:
+    """``publish``, except that after a failure it refuses at once for ``seconds``: the rows wait
+    for the relay, and a hung broker costs one request its timeout instead of every request."""
+    lock = threading.Lock()
+    down_until = 0.0
+
+    def guarded(message: OutboxMessage) -> None:
+        nonlocal down_until
+        if time.monotonic() < down_until:
+            raise ConnectionError("the broker failed a moment ago; the outbox relay will publish this row")
+        try:
+            publish(message)
+        except Exception:
+            with lock:
+                down_until = time.monotonic() + seconds
+            raise
+
+    return guarded
 
 
 @dataclass(frozen=True)
