@@ -184,7 +184,10 @@ def demo(port: int | None, keep_running: bool, model_kind: str) -> None:
            "PORT": str(port)}
     mode = "embedded default (SQLite + file broker)" if settings.embedded else "configured services"
     console.print(f"[bold]Beacon Runner demo[/bold] on the {mode}; data in {data_dir}, logs in {logs}")
-    roles = {"api": ["api", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
+    # The API's metrics listener on a port of its own: the worker serves its /metrics on METRICS_PORT.
+    metrics_port = _free_port(settings.metrics_port + 1)
+    roles = {"api": ["api", "--port", str(port), "--host", "127.0.0.1", "--workers", "1",
+                     "--metrics-port", str(metrics_port)],
              "worker": ["worker"], "beat": ["beat"]}
     processes = []
     model_server = None
