@@ -249,6 +249,11 @@ class TableTail(EventSource):
     def _run(self) -> None:
         last = None
         while True:
+            with self._lock:
+                if not self._subs:  # nobody follows: stop (the next subscription starts a new tail)
+                    self.ready.clear()
+                    self._thread = None
+                    return
             try:
                 with self.db.session() as session:
                     if last is None:
