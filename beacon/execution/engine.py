@@ -563,6 +563,8 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
 
     now = utcnow()
     with db.session() as session:
+        if deadline:  # units before the job row, the order every unit's event takes: no deadlock with them
+            session.execute(select(_UNITS.c.id).where(_UNITS.c.job_id == job_id, _OPEN).with_for_update())
         claim = _CLAIM_FINALIZE_DEADLINE if deadline else _CLAIM_FINALIZE_DONE
         claimed = session.execute(claim, {"job_id": job_id, "now": now}).rowcount
         if not claimed:
@@ -618,6 +620,8 @@ def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reaso
         job = get_job(session, job_id)
         before = job.status
         require_state(job, OPEN_JOB, action)
+        # units before the job row, the order every unit's event takes: no deadlock with them
+        session.execute(select(_UNITS.c.id).where(_UNITS.c.job_id == job_id, _OPEN).with_for_update())
         moved = session.execute(
             update(Job).where(Job.id == job_id, Job.status.in_(OPEN_JOB), Job.finalizing_at.is_(None))
             .values(status=status, status_reason=reason, finished_at=now, updated_at=now, finalizing_at=now)
