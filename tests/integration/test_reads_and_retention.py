@@ -88,4 +88,4 @@ def test_retention_purges_only_what_has_expired(pg_settings):
         assert set(session.scalars(select(Nonce.nonce))) == {"live"}
         assert set(session.scalars(select(IdempotencyKey.key))) == {"new"}
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 2
-    assert purge(db, pg_settings) == {"nonces": 0, "idempotency_keys": 0, "outbox": 0}
+    assert purge(db, pg_settings) == {"nonces": 0, "idempotency_keys": 0, "outbox": 0, "events": 0}
