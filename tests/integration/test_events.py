@@ -224,3 +224,18 @@ def test_the_embedded_default_streams_the_same_sequence(tmp_path, keys):
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [e["type"] for e in events][:3] == ["job.queued", "job.started", "job.running"]
     assert [e["type"] for e in events].count("unit.completed") == 3
+
+
+def test_beacon_watch_follows_the_events_and_exits_by_the_outcome(two_apis, clean_db):
+    import subprocess
+    import sys
+
+    stack, api_a = two_apis
+    job_id = stack.submit(questions=["tiananmen_neutral"])
+    watched = subprocess.run([sys.executable, "-m", "beacon", "watch", job_id, "--url", api_a.url],
+                             env={**os.environ, **stack.env, "COLUMNS": "250"}, capture_output=True, text=True, timeout=120)
+    assert watched.returncode == 0, watched.stderr[-2000:]
+    assert "APAC" in watched.stdout and "content_refusal" in watched.stdout and f"{job_id}: completed" in watched.stdout
+    unknown = subprocess.run([sys.executable, "-m", "beacon", "watch", "job-that-does-not-exist", "--url", api_a.url],
+                             env={**os.environ, **stack.env, "COLUMNS": "250"}, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode != 0
