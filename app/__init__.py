@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app import admin, browser, client, errors, evidence, health, jobs, live, openapi, ops, portal, ratelimit, serving
+from app import (
+    admin,
+    browser,
+    client,
+    errors,
+    evidence,
+    health,
+    jobs,
+    live,
+    openapi,
+    ops,
+    pages,
+    portal,
+    ratelimit,
+    serving,
+)
 from app.services import Services
 from beacon.logs import configure_logging
 from beacon.observability.sentry import init_sentry
 from beacon.settings import Settings, get_settings
 
 # Each module has a Blueprint ``bp`` and documents its routes in ``OPENAPI``.
-BLUEPRINT_MODULES = (ops, health, jobs, openapi, admin, evidence, live, portal)  # ops first: its request hooks run first
+BLUEPRINT_MODULES = (ops, health, jobs, openapi, admin, evidence, live, portal, pages)  # ops first: its request hooks run first
 
 
 def create_app(settings: Settings | None = None) -> Flask:

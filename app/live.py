@@ -1,12 +1,22 @@
-"""GET /ws: live events over a WebSocket (job.started, job.finished, transparency.appended).
+"""Live events: ``GET /ws`` (WebSocket) and ``GET /api/v1/jobs/<id>/events`` (JSON pages or SSE).
 
-Each message is the JSON event ``{type, time, data}``; ``?job_id=`` keeps one job's events.
-Events come from Redis pub/sub; without REDIS_URL the socket says so and closes.
+Each event is ``{id, seq, type, job_id, time, data}`` (``beacon.messaging.events``), written in the
+transaction of the change it announces. ``?job_id=`` keeps one job's events; with it, ``?since=<seq>``
+first replays the job's stored events after ``seq``, then goes live: the socket subscribes before it
+reads the table, and every event is passed on only when its ``seq`` follows the last one sent, so
+the seam has neither a gap nor a duplicate (a gap in the live stream — events of one job published
+by two processes out of order, or lost while Redis was away — is filled from the table). By default
+``/ws`` also sends the Go runner hub's names (``runner.execution_failed``,
+``transparency.entry_appended``, …) for the portal; ``?compat=none`` leaves them out.
 
-One Redis subscription per API process (:class:`EventFanout`) feeds every open socket through a
-small queue of its own, so an idle socket costs a greenlet and a socket, never a Redis connection.
-The server pings every :data:`PING_INTERVAL_SECONDS` and closes a socket whose client does not
-answer; a client may send at most :data:`MAX_MESSAGE_BYTES` per message (it has nothing to say).
+One event source per API process feeds every open socket and stream through a bounded queue of its
+own: with ``REDIS_URL``, one Redis subscription to ``beacon:events`` (:class:`RedisFanout`); without
+(the embedded default), one reader tailing the ``events`` table (:class:`TableTail`). A client whose
+queue fills (it does not keep up) is dropped: its WebSocket closes with :data:`CLOSE_TOO_SLOW`, and
+``beacon_ws_clients_dropped_total`` counts it; the others never wait for it. The server pings every
+:data:`PING_INTERVAL_SECONDS` and closes a socket whose client does not answer. A browser's
+``Origin`` must be the API's own or pass the CORS matcher (``CORS_ALLOWED_ORIGINS``); clients that
+send none are accepted.
 """
 
 from __future__ import annotations
@@ -14,17 +24,30 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import socket
 import threading
 import time
+from typing import Iterator
 
 import redis
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request, stream_with_context
 from flask_sock import Sock
 
+from app.browser import compiled_origins
+from app.errors import ApiError
 from app.openapi import json_response
 from app.services import services
-from beacon.messaging.events import EVENTS_CHANNEL
+from beacon.errors import ValidationError
+from beacon.messaging.events import (
+    EVENTS_CHANNEL,
+    compat_events,
+    events_after_id,
+    events_since,
+    last_event_id,
+)
+from beacon.observability import metrics
 from beacon.redis_clients import redis_client
+from beacon.resources.jobs import get_job
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +56,63 @@ sock = Sock()
 
 PING_INTERVAL_SECONDS = 25
 MAX_MESSAGE_BYTES = 4096
-QUEUE_SIZE = 256  # events waiting for one slow socket; beyond, that socket misses events
+QUEUE_SIZE = 1024  # events waiting for one client; a client whose queue fills is dropped
 POLL_SECONDS = 2.0  # how often a socket with nothing to send checks that its client is still there
-EXTENSION = "beacon.event_fanout"
+CHECK_TABLE_SECONDS = 10.0  # how often an idle one-job follower checks the table (a lost publish)
+TAIL_SECONDS = 0.25  # the embedded default's table tail
+SSE_KEEPALIVE_SECONDS = 15.0
+PAGE_LIMIT = 500
+CLOSE_TOO_SLOW = 4008
+EXTENSION = "beacon.event_source"
+
+_EVENT = {"type": "object", "required": ["id", "seq", "type", "job_id", "time", "data"], "properties": {
+    "id": {"type": "integer"}, "seq": {"type": "integer"}, "type": {"type": "string"},
+    "job_id": {"type": "string"}, "time": {"type": "string", "format": "date-time"}, "data": {"type": "object"}}}
 
 OPENAPI = {
     "/ws": {
         "get": {
             "summary": "Live events over a WebSocket",
-            "description": "Upgrade to a WebSocket; each message is {type, time, data}. Types: job.started, "
-                           "job.finished, transparency.appended. ?job_id= keeps one job's events. The server "
-                           f"pings every {PING_INTERVAL_SECONDS} s and closes a socket that does not answer.",
-            "parameters": [{"name": "job_id", "in": "query", "required": False, "schema": {"type": "string"}}],
+            "description": "Upgrade to a WebSocket; each message is an event {id, seq, type, job_id, time, data} "
+                           "(types: job.queued, job.started, job.running, unit.started, unit.completed, "
+                           "unit.retrying, unit.failed, job.finished, job.completed, job.failed, job.cancelled, "
+                           "bundle.stored, transparency.appended, bundle.pinned) and, unless ?compat=none, the Go "
+                           "runner hub's {type, data} messages. ?job_id= keeps one job's events; with it, "
+                           "?since=<seq> replays the stored events after seq first. The server pings every "
+                           f"{PING_INTERVAL_SECONDS} s; a client that does not keep up is closed with code "
+                           f"{CLOSE_TOO_SLOW}. A browser Origin must be the API's own or an allowed CORS origin.",
+            "parameters": [
+                {"name": "job_id", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "since", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                {"name": "compat", "in": "query", "required": False, "schema": {"type": "string", "enum": ["go", "none"]}},
+            ],
             "responses": {"101": {"description": "switching protocols"},
-                          "400": json_response({"type": "object"}, "not a WebSocket request")},
+                          "400": json_response({"type": "object"}, "not a WebSocket request, or a bad parameter"),
+                          "403": json_response({"type": "object"}, "an Origin that is not allowed")},
+        },
+    },
+    "/api/v1/jobs/{job_id}/events": {
+        "get": {
+            "summary": "A job's events, as JSON pages or Server-Sent Events",
+            "description": "The same events as /ws?job_id=. As JSON: {events, next_since, status}, at most "
+                           f"{PAGE_LIMIT} events with seq above ?since= (call again with next_since). With "
+                           "Accept: text/event-stream: the stored events after ?since= (or Last-Event-ID), then "
+                           "live ones, each `id: <seq>`, `event: <type>`, `data: <event JSON>`.",
+            "parameters": [
+                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "since", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT}},
+            ],
+            "responses": {
+                "200": {"description": "events", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {
+                        "events": {"type": "array", "items": _EVENT}, "next_since": {"type": "integer"},
+                        "status": {"type": "string"}}}},
+                    "text/event-stream": {"schema": {"type": "string"}}}},
+                "400": json_response({"type": "object"}, "a bad parameter"),
+                "404": json_response({"type": "object"}, "no such job"),
+            },
         },
     },
 }
@@ -58,43 +124,86 @@ def _configure(state) -> None:  # noqa: ANN001
         "ping_interval": PING_INTERVAL_SECONDS, "max_message_size": MAX_MESSAGE_BYTES})
 
 
-class EventFanout:
-    """One Redis subscription to ``beacon:events``, copied to a queue per open socket.
+# --------------------------------------------------------------------------- event sources
 
-    The subscriber thread (a greenlet under gevent) starts with the first socket, reconnects with
-    a backoff when Redis goes away, and lives as long as the process.
-    """
+class Subscription:
+    """One client's bounded queue; ``dropped`` is set when it filled."""
 
-    def __init__(self, redis_url: str):
-        self.redis_url = redis_url
-        self.subscribed = threading.Event()
-        self._queues: set[queue.Queue] = set()
+    def __init__(self, transport: str):
+        self.events: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.dropped = threading.Event()
+        self.transport = transport
+        self.raw: socket.socket | None = None  # shut down when dropped, to free a send stuck on a full socket
+
+    def get(self, timeout: float) -> dict | None:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def drop(self) -> None:
+        if self.dropped.is_set():
+            return
+        self.dropped.set()
+        metrics.ws_dropped.labels(self.transport).inc()
+        log.warning("live client dropped: it did not keep up", extra={"transport": self.transport})
+        raw = self.raw
+        if raw is not None:
+            threading.Timer(5.0, _shutdown, (raw,)).start()  # the close frame first; then the socket
+
+
+def _shutdown(raw: socket.socket) -> None:
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class EventSource:
+    """Copies every event to the queue of each subscription; started with the first one."""
+
+    key = ""
+
+    def __init__(self):
+        self.ready = threading.Event()
+        self._subs: set[Subscription] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def subscribe(self, wait_seconds: float = 5.0) -> queue.Queue:
-        """A queue receiving every event from now on (once the Redis subscription is up)."""
-        events: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+    def subscribe(self, transport: str, wait_seconds: float = 5.0) -> Subscription:
+        sub = Subscription(transport)
         with self._lock:
-            self._queues.add(events)
+            self._subs.add(sub)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="beacon-ws-fanout", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="beacon-live-events", daemon=True)
                 self._thread.start()
-        self.subscribed.wait(wait_seconds)
-        return events
+        self.ready.wait(wait_seconds)
+        return sub
 
-    def unsubscribe(self, events: queue.Queue) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
-            self._queues.discard(events)
+            self._subs.discard(sub)
 
-    def _deliver(self, text: str) -> None:
+    def deliver(self, event: dict) -> None:
         with self._lock:
-            targets = list(self._queues)
-        for events in targets:
+            targets = list(self._subs)
+        for sub in targets:
             try:
-                events.put_nowait(text)
+                sub.events.put_nowait(event)
             except queue.Full:
-                pass  # a socket that does not keep up misses events rather than holding memory
+                self.unsubscribe(sub)
+                sub.drop()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class RedisFanout(EventSource):
+    """One Redis subscription to ``beacon:events`` per process; reconnects with a backoff."""
+
+    def __init__(self, redis_url: str):
+        super().__init__()
+        self.key = self.redis_url = redis_url
 
     def _run(self) -> None:
         backoff = 0.5
@@ -108,12 +217,15 @@ class EventFanout:
                     if message is None:
                         continue
                     if message["type"] == "subscribe":
-                        self.subscribed.set()
+                        self.ready.set()
                         backoff = 0.5
                     elif message["type"] == "message":
-                        self._deliver(message["data"].decode())
+                        try:
+                            self.deliver(json.loads(message["data"]))
+                        except ValueError:
+                            log.warning("live events: a message that is not JSON ignored")
             except (redis.RedisError, OSError) as exc:
-                self.subscribed.clear()
+                self.ready.clear()
                 log.warning("live events: Redis subscription lost, retrying", extra={"error": str(exc)})
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -125,32 +237,197 @@ class EventFanout:
                         pass
 
 
-def fanout(redis_url: str) -> EventFanout:
+class TableTail(EventSource):
+    """The embedded default (no Redis): one reader per process tailing the ``events`` table by id
+    (SQLite has one writer, so ids are commit order)."""
+
+    def __init__(self, db):  # noqa: ANN001  (Database)
+        super().__init__()
+        self.db = db
+        self.key = f"table:{db.url}"
+
+    def _run(self) -> None:
+        last = None
+        while True:
+            with self._lock:
+                if not self._subs:  # nobody follows: stop (the next subscription starts a new tail)
+                    self.ready.clear()
+                    self._thread = None
+                    return
+            try:
+                with self.db.session() as session:
+                    if last is None:
+                        last = last_event_id(session)
+                        self.ready.set()
+                        rows = []
+                    else:
+                        rows = events_after_id(session, last)
+                for event in rows:
+                    last = event["id"]
+                    self.deliver(event)
+            except Exception as exc:  # a database hiccup: try again
+                log.warning("live events: table tail failed, retrying", extra={"error": str(exc)})
+            time.sleep(TAIL_SECONDS)
+
+
+def event_source() -> EventSource:
+    svc = services()
+    key = svc.settings.redis_url or f"table:{svc.db.url}"
     found = current_app.extensions.get(EXTENSION)
-    if found is None or found.redis_url != redis_url:
-        found = current_app.extensions[EXTENSION] = EventFanout(redis_url)
+    if found is None or found.key != key:
+        found = current_app.extensions[EXTENSION] = (
+            RedisFanout(svc.settings.redis_url) if svc.settings.redis_url else TableTail(svc.db))
     return found
+
+
+# --------------------------------------------------------------------------- one follower
+
+def follow(sub: Subscription, job_id: str | None, since: int | None, poll: float = POLL_SECONDS
+           ) -> Iterator[dict | None]:
+    """The events to send, in order per job, without gap or duplicate; ``None`` when idle for ``poll``.
+
+    ``sub`` must be subscribed before this is called (so the replay and the live stream overlap)."""
+    db = services().db
+    last: dict[str, int] = {}
+
+    def stored(job: str, after: int) -> list[dict]:
+        with db.session() as session:
+            return events_since(session, job, after, PAGE_LIMIT)
+
+    if job_id is not None and since is not None:
+        last[job_id] = since
+        while True:
+            page = stored(job_id, last[job_id])
+            for event in page:
+                last[job_id] = event["seq"]
+                yield event
+            if len(page) < PAGE_LIMIT:
+                break
+    checked = time.monotonic()
+    while not sub.dropped.is_set():
+        event = sub.get(poll)
+        if event is None:
+            if job_id is not None and job_id in last and time.monotonic() - checked >= CHECK_TABLE_SECONDS:
+                checked = time.monotonic()
+                for missed in stored(job_id, last[job_id]):  # a publish lost while Redis was away
+                    last[job_id] = missed["seq"]
+                    yield missed
+            yield None
+            continue
+        owner = event.get("job_id") or (event.get("data") or {}).get("job_id")
+        if job_id is not None and owner != job_id:
+            continue
+        seq = event.get("seq")
+        if seq is None or owner is None:  # an event from before events were numbered
+            yield event
+            continue
+        previous = last.get(owner)
+        if previous is not None and seq <= previous:
+            continue  # replayed already
+        if previous is not None and seq > previous + 1:
+            for missed in stored(owner, previous):  # fill the gap from the table, this event included
+                if missed["seq"] > seq:
+                    break
+                last[owner] = missed["seq"]
+                yield missed
+            if last[owner] >= seq:
+                continue
+        if len(last) > 10000:
+            last.clear()
+        last[owner] = seq
+        yield event
+
+
+def _since(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise ValidationError("since must be a non-negative integer (an event's seq)", "since")
+    return int(value)
+
+
+def origin_allowed(origin: str | None) -> bool:
+    """No Origin (not a browser): allowed. Else the API's own origin, or one CORS allows."""
+    if not origin:
+        return True
+    own = request.host_url.rstrip("/")
+    if origin.rstrip("/").lower() == own.lower():
+        return True
+    patterns = compiled_origins(services().settings.cors_allowed_origins or ())
+    return any(p.match(origin) for p in patterns)
+
+
+@bp.before_request
+def _check_ws() -> None:
+    """Before the handshake: a browser Origin not allowed gets 403, a bad ``since`` 400."""
+    if request.path != "/ws":
+        return
+    if not origin_allowed(request.headers.get("Origin")):
+        raise ApiError(403, "forbidden", "this Origin may not open /ws")
+    _since(request.args.get("since"))
 
 
 @sock.route("/ws", bp=bp)
 def live(ws) -> None:  # noqa: ANN001
-    settings = services().settings
-    job_id = request.args.get("job_id")
-    raw = request.environ.get("gunicorn.socket")
-    if raw is not None:
-        raw.settimeout(None)  # the ping keeps the socket honest; the worker's read deadline is for requests
-    if not settings.redis_url:
-        ws.send(json.dumps({"type": "error", "data": {"message": "live events need REDIS_URL; poll the API"}}))
-        return
-    events_source = fanout(settings.redis_url)
-    events = events_source.subscribe()
+    job_id = request.args.get("job_id") or None
+    since = _since(request.args.get("since")) if job_id else None
+    go_names = request.args.get("compat", "go") != "none"
+    raw = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if request.environ.get("gunicorn.socket") is not None:
+        request.environ["gunicorn.socket"].settimeout(None)  # the ping keeps the socket honest
+    source = event_source()
+    sub = source.subscribe("ws")
+    sub.raw = raw
     try:
-        while ws.connected:
-            try:
-                text = events.get(timeout=POLL_SECONDS)
-            except queue.Empty:
+        for event in follow(sub, job_id, since):
+            if not ws.connected:
+                break
+            if event is None:
                 continue
-            if job_id is None or json.loads(text).get("data", {}).get("job_id") == job_id:
-                ws.send(text)
+            ws.send(json.dumps(event))
+            if go_names and "seq" in event:
+                for extra in compat_events(event):
+                    ws.send(json.dumps(extra))
+        if sub.dropped.is_set() and ws.connected:
+            ws.close(reason=CLOSE_TOO_SLOW, message="too slow: events were arriving faster than read")
+    except (ConnectionError, OSError):
+        pass
     finally:
-        events_source.unsubscribe(events)
+        source.unsubscribe(sub)
+
+
+@bp.get("/api/v1/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    svc = services()
+    since = _since(request.args.get("since"))
+    if since is None and request.headers.get("Last-Event-ID", "").isdigit():
+        since = int(request.headers["Last-Event-ID"])
+    with svc.db.session() as session:
+        status = get_job(session, job_id).status
+    if "text/event-stream" not in request.headers.get("Accept", ""):
+        limit = request.args.get("limit", str(PAGE_LIMIT))
+        if not limit.isdigit() or not 1 <= int(limit) <= PAGE_LIMIT:
+            raise ValidationError(f"limit must be an integer from 1 to {PAGE_LIMIT}", "limit")
+        with svc.db.session() as session:
+            page = events_since(session, job_id, since or 0, int(limit))
+        return current_app.json.response({"events": page, "next_since": page[-1]["seq"] if page else (since or 0),
+                                          "status": status})
+    source = event_source()
+    sub = source.subscribe("sse")
+    sub.raw = request.environ.get("gunicorn.socket")
+
+    def stream() -> Iterator[str]:
+        try:
+            yield "retry: 2000\n\n"
+            for event in follow(sub, job_id, since or 0, poll=SSE_KEEPALIVE_SECONDS):
+                if event is None:
+                    yield ": keepalive\n\n"
+                    continue
+                yield f"id: {event.get('seq', '')}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+        finally:
+            source.unsubscribe(sub)
+
+    return Response(stream_with_context(stream()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+

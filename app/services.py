@@ -15,6 +15,7 @@ from beacon.ingest.ratelimit import SignatureFailureLimiter
 from beacon.ingest.trust import TrustStore
 from beacon.ingest.wallet import load_allowlist
 from beacon.messaging.celery_app import make_celery
+from beacon.messaging.events import configure_publishing
 from beacon.messaging.outbox import celery_publisher, paused_after_failure
 from beacon.settings import Settings
 
@@ -30,6 +31,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> "Services":
         db = database_for(settings.database_url)
+        configure_publishing(settings.redis_url)
         celery = make_celery(settings, request_path=True)
         trust = TrustStore(settings.trusted_keys_file, settings.trust_enforce)
         ingestor = Ingestor(

@@ -93,6 +93,9 @@ class Job(Base):
     requested: Mapped[dict | None] = mapped_column(JSONType)  # the cross-region wrapper's unsigned values
     # 1, then + 1 for each manual retry (``engine.start_generation``); finalised once per generation.
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    # The last event's per-job sequence number (``beacon.messaging.events.emit`` bumps it in the
+    # transaction of the change it announces).
+    event_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
 
 class Execution(Base):
@@ -278,3 +281,20 @@ class WorkerHeartbeat(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     units: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)  # execution ids held
+
+
+class Event(Base):
+    """One state change, written in the transaction that made it (``beacon.messaging.events``)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq", name="uq_events_job_seq"),
+        Index("ix_events_time", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    type: Mapped[str] = mapped_column(String(48), nullable=False)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    data: Mapped[dict] = mapped_column(JSONType, nullable=False)

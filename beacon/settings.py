@@ -301,6 +301,7 @@ class Settings:
     nonce_ttl_minutes: int
     idempotency_ttl_hours: int
     outbox_retention_days: int
+    events_retention_days: int
     outbox_relay_interval_seconds: int
     default_model: str
     max_units_per_job: int
@@ -405,6 +406,7 @@ class Settings:
             nonce_ttl_minutes=_int(env, "NONCE_TTL_MINUTES", 60, minimum=1),
             idempotency_ttl_hours=_int(env, "IDEMPOTENCY_TTL_HOURS", 24, minimum=1),
             outbox_retention_days=_int(env, "OUTBOX_RETENTION_DAYS", 7, minimum=1),
+            events_retention_days=_int(env, "EVENTS_RETENTION_DAYS", 30, minimum=1),
             outbox_relay_interval_seconds=_int(env, "OUTBOX_RELAY_INTERVAL_SECONDS", 5, minimum=1),
             default_model=_str(env, "DEFAULT_MODEL", "llama3.2-1b"),
             max_units_per_job=_int(env, "MAX_UNITS_PER_JOB", 500, minimum=1),

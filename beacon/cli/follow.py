@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
@@ -86,3 +87,52 @@ def analysis_table(analysis: dict[str, Any]) -> Table:
         table.add_row(question["question_id"], question["model_id"], f"[{styles[risk]}]{risk}[/{styles[risk]}]",
                       divergence, question["risk_rule"])
     return table
+
+
+def event_stream(base_url: str, job_id: str, since: int = 0, timeout_s: float = 60):  # noqa: ANN201
+    """The job's events from ``GET /api/v1/jobs/<id>/events`` as Server-Sent Events (one dict each),
+    reconnecting from the last ``seq`` seen when the stream breaks."""
+    last = since
+    while True:
+        try:
+            with requests.get(f"{base_url}/api/v1/jobs/{job_id}/events", params={"since": last},
+                              headers={"Accept": "text/event-stream"}, stream=True, timeout=timeout_s) as response:
+                response.raise_for_status()
+                for line in response.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data: "):
+                        event = json.loads(line[6:])
+                        last = max(last, event.get("seq") or last)
+                        yield event
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            time.sleep(0.5)  # the API restarted or a proxy cut the stream: reconnect from ``last``
+
+
+def watch_job(base_url: str, job_id: str, console: Console) -> dict:
+    """A progress bar per region driven by the job's events until it ended; returns the job with its executions."""
+    job_url = f"{base_url}/api/v1/jobs/{job_id}"
+    response = requests.get(job_url, params={"include": "executions"}, timeout=30)
+    response.raise_for_status()
+    job = response.json()
+    regions = list(dict.fromkeys(r.upper() for r in job["spec"]["constraints"]["regions"]))
+    per_region = {r: sum(1 for e in job.get("executions", []) if e["region"] == r) for r in regions}
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        status = progress.add_task(f"{job_id} {job['status']}", total=None)
+        bars = {r: progress.add_task(f"  {r}", total=per_region[r] or None) for r in regions}
+        done: dict[str, set] = {r: set() for r in regions}
+        for event in event_stream(base_url, job_id):
+            kind, data = event.get("type", ""), event.get("data") or {}
+            region = data.get("region")
+            if kind in ("unit.started", "unit.completed", "unit.failed") and region in bars:
+                if kind == "unit.started" and not per_region[region]:
+                    progress.update(bars[region], total=None)
+                if kind != "unit.started":
+                    done[region].add(data.get("execution_id"))
+                    progress.update(bars[region], completed=len(done[region]))
+            if kind.startswith("job."):
+                progress.update(status, description=f"{job_id} {data.get('status') or kind.split('.')[1]}")
+            if kind in ("transparency.appended", "job.cancelled"):
+                break
+    final = requests.get(job_url, params={"include": "executions"}, timeout=30)
+    final.raise_for_status()
+    return final.json()

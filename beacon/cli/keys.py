@@ -159,3 +159,19 @@ def submit(file: str, key_path: str | None, url: str | None, idempotency_key: st
     job = follow_job(base, response.json()["id"], console)
     console.print(answers_table(job))
     sys.exit(0 if job["status"] == "completed" else 1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--url", envvar="BEACON_URL", default=None, help="API base URL (default: http://127.0.0.1:PORT).")
+def watch(job_id: str, url: str | None) -> None:
+    """Follow a job live from its events (a progress bar per region), then print its answers.
+    Exit 0 when it completed, 1 otherwise."""
+    from rich.console import Console
+
+    from beacon.cli.follow import answers_table, watch_job
+
+    console = Console()
+    job = watch_job((url or f"http://127.0.0.1:{get_settings().port}").rstrip("/"), job_id, console)
+    console.print(answers_table(job))
+    sys.exit(0 if job["status"] == "completed" else 1)

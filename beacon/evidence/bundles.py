@@ -30,7 +30,7 @@ from beacon.evidence.blockstore import BlockCorrupt, BlockMissing, block_key, bl
 from beacon.evidence.cid import build_dag, cid_v0
 from beacon.evidence.identity import BUNDLE_KIND, RunnerIdentity, runner_identity
 from beacon.evidence.ipfs_rpc import IpfsError, IpfsRpc
-from beacon.messaging.events import publish_event
+from beacon.messaging.events import emit
 from beacon.models import Bundle, Execution, Job
 from beacon.settings import Settings
 from beacon.timeutil import isoformat, utcnow
@@ -97,16 +97,17 @@ def seal_job(session: Session, db: Database, settings: Settings, job: Job, units
                            generation=generation, supersedes=supersedes))
     receipts.store_receipts(session, job.id, dag.root, receipt_docs)
     appended = transparency.append(session, identity, job.id, dag.root, digest, job.status, generation)
+    emit(session, job.id, "bundle.stored", {"bundle_cid": dag.root, "cid_v1": dag.root_v1, "sha256": digest,
+                                            "size": len(data), "generation": generation, "supersedes": supersedes})
+    emit(session, job.id, "transparency.appended", {
+        "status": job.status, "bundle_cid": dag.root, "leaf_index": appended.leaf_index,
+        "tree_size": appended.tree_size, "root_hash": appended.root_hash})
     return Sealed(job.id, job.status, dag.root, dag.root_v1, digest, appended)
 
 
 def after_seal(db: Database, settings: Settings, sealed: Sealed) -> None:
-    """After commit: announce the log entry, then pin (failures are left to ``retry_pins``)."""
-    publish_event(settings, "transparency.appended", {
-        "job_id": sealed.job_id, "status": sealed.status, "bundle_cid": sealed.cid,
-        "leaf_index": sealed.appended.leaf_index, "tree_size": sealed.appended.tree_size,
-        "root_hash": sealed.appended.root_hash,
-    })
+    """After commit (its ``bundle.stored`` and ``transparency.appended`` events committed with the
+    seal): pin (failures are left to ``retry_pins``)."""
     if settings.ipfs_api_url:
         try:
             pin_bundle(db, settings, sealed.cid)
@@ -177,7 +178,10 @@ def pin_backoff(settings: Settings, attempts: int) -> float:
 
 def _record(db: Database, cid: str, **values: Any) -> None:
     with db.session() as session:
-        session.execute(update(Bundle).where(Bundle.cid == cid, Bundle.pin_state == "pending").values(**values))
+        moved = session.execute(update(Bundle).where(Bundle.cid == cid, Bundle.pin_state == "pending")
+                                .values(**values).returning(Bundle.job_id)).all()
+        for (job_id,) in moved if values.get("pin_state") == "pinned" else ():
+            emit(session, job_id, "bundle.pinned", {"bundle_cid": cid, "pin_attempts": values.get("pin_attempts")})
 
 
 def pin_bundle(db: Database, settings: Settings, cid: str, now: datetime | None = None) -> str:

@@ -53,7 +53,7 @@ from beacon.execution.providers.inflight import SHUTDOWN, CallAborts
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.celery_app import EXECUTE_UNIT, region_queue
-from beacon.messaging.events import publish_event
+from beacon.messaging.events import emit
 from beacon.messaging.outbox import enqueue
 from beacon.models import Execution, Job, WorkerHeartbeat
 from beacon.resources.jobs import get_job, require_state
@@ -136,10 +136,11 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
         rows = session.execute(
             select(Execution.id, Execution.region).where(Execution.job_id == job_id, Execution.status == UnitStatus.PENDING)
         ).all()
+        emit(session, job_id, "job.started", {"units": len(rows)})
+        emit(session, job_id, "job.running", {"units": len(rows), "generation": job.generation or 1})
     for execution_id, region in rows:
         dispatch(execution_id, region, 0)
     log.info("job started", extra={"job_id": job_id, "units": len(rows)})
-    publish_event(settings, "job.started", {"job_id": job_id, "units": len(rows)})
     return len(rows)
 
 
@@ -259,6 +260,7 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
             lost = execution.attempts - execution.provider_retries  # this claim included
             if lost > settings.max_unit_attempts:
                 return _dead_letter(session, settings, job.id, execution_id, execution, now)
+            emit(session, job.id, "unit.started", unit_event(execution_id, execution, status=UnitStatus.RUNNING))
         return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
                      execution.prompt, execution.attempts, now, call_timeout, job.deadline_at,
                      provider_retries=execution.provider_retries, lease_until=lease_until, lease_margin_s=margin)
@@ -278,6 +280,7 @@ def _dead_letter(session, settings: Settings, job_id: str, execution_id: int, ex
                 attempts=execution.attempts - 1,  # this claim did not run
                 failure=execution_failure, classification=Classification.TECHNICAL_FAILURE)
     )
+    emit(session, job_id, "unit.failed", unit_event(execution_id, execution, status=UnitStatus.FAILED, error="poison"))
     log.warning("unit dead-lettered", extra={"job_id": job_id, "execution_id": execution_id})
     return Claim(execution_id, job_id, execution.region, execution.model_id, execution.question_id,
                  execution.prompt, execution.attempts - 1, None, 0.0, dead_lettered=True)
@@ -314,7 +317,9 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
             "bias_score": score_answer(output, classification), "region_flag": region_flag,
             "provider_receipt": provider_receipt, "finish_reason": finish_reason,
             "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
-        }).rowcount)
+        }).rowcount) and bool(emit(session, claim.job_id, "unit.completed", unit_event(
+            claim.execution_id, claim, status=UnitStatus.COMPLETED, classification=classification,
+            duration_ms=int((now - claim.claimed_at).total_seconds() * 1000))))
 
 
 def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
@@ -332,7 +337,10 @@ def record_failure(db: Database, claim: Claim, error: ProviderError | dict, prov
                       provider_retries=_UNITS.c.provider_retries + 1)
     with db.session() as session:
         held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at}
-        return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount)
+        return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount) and bool(emit(
+            session, claim.job_id, "unit.failed" if final else "unit.retrying", unit_event(
+                claim.execution_id, claim, status=UnitStatus.FAILED if final else UnitStatus.PENDING,
+                error=failure.get("code"), retry_in=None if final else retry_in)))
 
 
 def release_unit(db: Database, claim: Claim) -> bool:
@@ -555,25 +563,30 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
 
     now = utcnow()
     with db.session() as session:
+        if deadline:  # units before the job row, the order every unit's event takes: no deadlock with them
+            session.execute(select(_UNITS.c.id).where(_UNITS.c.job_id == job_id, _OPEN).with_for_update())
         claim = _CLAIM_FINALIZE_DEADLINE if deadline else _CLAIM_FINALIZE_DONE
         claimed = session.execute(claim, {"job_id": job_id, "now": now}).rowcount
         if not claimed:
             return None
-        session.execute(
+        timed_out = session.execute(
             update(Execution)
             .where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
             .values(status=UnitStatus.TIMEOUT, completed_at=now, lease_expires_at=None, classification=Classification.TECHNICAL_FAILURE)
-        )
+            .returning(Execution.id, Execution.region, Execution.model_id, Execution.question_id, Execution.attempts)
+        ).all()
+        for unit in sorted(timed_out):
+            emit(session, job_id, "unit.failed", unit_event(unit.id, unit, status=UnitStatus.TIMEOUT, error="timeout"))
         job = session.get(Job, job_id)
         units = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
         status, reason = job_outcome(stored_spec(job, settings), units)
         job.analysis = analyse([execution_dict(u) for u in units], Thresholds(*settings.analysis_thresholds))
         job.status, job.status_reason, job.updated_at = status, reason, now
+        emit_finished(session, job_id, status, reason)
         sealed = bundles.seal_job(session, db, settings, job, units, now)
         job.finished_at = job.updated_at = utcnow()  # the finalising commit follows: stamped after sealing
     log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason, "bundle_cid": sealed.cid,
                                      "leaf_index": sealed.appended.leaf_index})
-    publish_event(settings, "job.finished", {"job_id": job_id, "status": status, "reason": reason})
     bundles.after_seal(db, settings, sealed)
     return status
 
@@ -586,6 +599,18 @@ def execution_dict(execution: Execution) -> dict:
     }
 
 
+def unit_event(execution_id: int, unit: Any, **extra: Any) -> dict:
+    """An event's ``data`` for one unit (``unit``: a claim or a row with region, model_id, question_id)."""
+    return {"execution_id": execution_id, "region": unit.region, "model_id": unit.model_id,
+            "question_id": unit.question_id, "attempts": getattr(unit, "attempts", None), **extra}
+
+
+def emit_finished(session, job_id: str, status: str, reason: str) -> None:  # noqa: ANN001
+    """``job.finished`` (as before) and the terminal ``job.<status>``, in the ending transaction."""
+    emit(session, job_id, "job.finished", {"status": status, "reason": reason})
+    emit(session, job_id, f"job.{status}", {"status": status, "reason": reason})
+
+
 def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reason: str, action: str,
             failure_code: str | None = None) -> tuple[str, int]:
     """End a job that is not terminal, in one transaction: the job and its open units take ``status``
@@ -595,6 +620,8 @@ def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reaso
         job = get_job(session, job_id)
         before = job.status
         require_state(job, OPEN_JOB, action)
+        # units before the job row, the order every unit's event takes: no deadlock with them
+        session.execute(select(_UNITS.c.id).where(_UNITS.c.job_id == job_id, _OPEN).with_for_update())
         moved = session.execute(
             update(Job).where(Job.id == job_id, Job.status.in_(OPEN_JOB), Job.finalizing_at.is_(None))
             .values(status=status, status_reason=reason, finished_at=now, updated_at=now, finalizing_at=now)
@@ -611,8 +638,8 @@ def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reaso
                 unit.classification = Classification.TECHNICAL_FAILURE
                 unit.failure = {"code": failure_code, "transient": False, "stage": action, "region": unit.region,
                                 "model": unit.model_id, "provider": unit.provider, "message": reason}
+        emit_finished(session, job_id, status, reason)
     log.info(f"job {status}", extra={"job_id": job_id, "units": len(units), "reason": reason, "action": action})
-    publish_event(settings, "job.finished", {"job_id": job_id, "status": status, "reason": reason})
     return before, len(units)
 
 
@@ -817,7 +844,8 @@ def start_generation(db: Database, settings: Settings, job_id: str, execution_id
                 setattr(unit, name, None)
         outbox = [enqueue(session, EXECUTE_UNIT, region_queue(u.region), [u.id]).id for u in chosen]
         ids = [u.id for u in chosen]
+        emit(session, job_id, "job.started", {"units": len(ids), "generation": generation})
+        emit(session, job_id, "job.running", {"units": len(ids), "generation": generation})
     log.info("job generation started", extra={"job_id": job_id, "generation": generation, "units": len(ids),
                                                "previous_status": previous, "reason": reason})
-    publish_event(settings, "job.started", {"job_id": job_id, "units": len(ids), "generation": generation})
     return Generation(job_id, generation, previous, ids, outbox, deadline)

@@ -44,6 +44,7 @@ from beacon.ingest.rawjson import parse_body
 from beacon.ingest.trust import TrustStore
 from beacon.ingest.wallet import WalletAuthInvalid, verify_wallet_auth
 from beacon.messaging.celery_app import JOBS_QUEUE, RUN_JOB
+from beacon.messaging.events import emit
 from beacon.messaging.outbox import Publisher, enqueue, publish_fresh
 from beacon.messaging.tracing import trace_headers
 from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
@@ -349,6 +350,7 @@ class Ingestor:
                     "key": _scoped(sub.public_key, idempotency_key), "identity": identity, "job_id": job_id,
                     "created_at": now,
                 })
+            emit(session, job_id, "job.queued", {"status": JobStatus.QUEUED, "submitter": sub.wallet or sub.public_key})
             return enqueue(session, RUN_JOB, JOBS_QUEUE, [job_id], trace_headers())  # the request's trace
 
 

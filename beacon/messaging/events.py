@@ -1,8 +1,20 @@
-"""Live events: ``{type, time, data}`` on the Redis pub/sub channel ``beacon:events``.
+"""Job events: every state change, written in the transaction that makes it, then fanned out.
 
-Published after the database commit they announce, failing open: an event lost while Redis is
-down never loses data (the database has it), it only leaves live followers to poll.
-Types: ``job.started``, ``job.finished``, ``transparency.appended``.
+An event is ``{id, seq, type, job_id, time, data}`` (``data`` carries ``job_id`` too). :func:`emit`
+writes it into the ``events`` table inside the caller's transaction, numbering it with the job's
+own counter (``UPDATE jobs SET event_seq = event_seq + 1 … RETURNING``: the job row's lock makes
+the per-job order the commit order). After that transaction commits, the event is published on
+the Redis pub/sub channel ``beacon:events`` (failing open: the table has it; live readers fill a
+gap from the table). A rolled-back transaction publishes nothing.
+
+Types: ``job.queued`` (ingest), ``job.started`` and ``job.running`` (execution begins, or a new
+generation), ``unit.started`` (claim), ``unit.completed`` (an answer, refusals included),
+``unit.retrying``, ``unit.failed`` (failed, dead-lettered and timed-out units), ``job.finished``
+beside the terminal ``job.completed`` / ``job.failed`` / ``job.cancelled``, ``bundle.stored``,
+``transparency.appended``, ``bundle.pinned``.
+
+:func:`compat_events` gives the Go runner hub's names and payloads for the same event (``/ws``
+sends them too unless ``?compat=none``).
 """
 
 from __future__ import annotations
@@ -12,17 +24,110 @@ import logging
 from typing import Any
 
 import redis
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
 
+from beacon.models import Event, Job
 from beacon.redis_clients import redis_client
 from beacon.timeutil import isoformat, utcnow
 
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "beacon:events"
+_PENDING = "beacon.events.pending"
+_JOBS, _EVENTS = Job.__table__, Event.__table__
+_BUMP = (update(_JOBS).where(_JOBS.c.id == bindparam("job_id"))
+         .values(event_seq=_JOBS.c.event_seq + 1).returning(_JOBS.c.event_seq))
+_INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
+
+TERMINAL_JOB_EVENTS = ("job.completed", "job.failed", "job.cancelled")
+
+
+def emit(session: Session, job_id: str, event_type: str, data: dict[str, Any] | None = None) -> dict | None:
+    """Write one event of ``job_id`` in ``session``'s transaction; it is published after commit.
+
+    Returns the event (None when the job does not exist)."""
+    seq = session.execute(_BUMP, {"job_id": job_id}).scalar_one_or_none()
+    if seq is None:
+        return None
+    now = utcnow()
+    payload = {"job_id": job_id, **(data or {})}
+    row_id = session.execute(_INSERT, {"job_id": job_id, "seq": seq, "type": event_type, "time": now,
+                                       "data": payload}).scalar_one()
+    event = {"id": row_id, "seq": seq, "type": event_type, "job_id": job_id, "time": isoformat(now), "data": payload}
+    session.info.setdefault(_PENDING, []).append(event)
+    return event
+
+
+def event_view(row: Event) -> dict[str, Any]:
+    return {"id": row.id, "seq": row.seq, "type": row.type, "job_id": row.job_id, "time": isoformat(row.time),
+            "data": row.data}
+
+
+def events_since(session: Session, job_id: str, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    """The job's events with ``seq`` above ``since``, in order."""
+    rows = session.scalars(select(Event).where(Event.job_id == job_id, Event.seq > since)
+                           .order_by(Event.seq).limit(limit))
+    return [event_view(r) for r in rows]
+
+
+def events_after_id(session: Session, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+    """Every job's events written after the event ``after_id`` (the embedded default's tail)."""
+    rows = session.scalars(select(Event).where(Event.id > after_id).order_by(Event.id).limit(limit))
+    return [event_view(r) for r in rows]
+
+
+def last_event_id(session: Session) -> int:
+    return session.scalar(select(Event.id).order_by(Event.id.desc()).limit(1)) or 0
+
+
+_publish_url: list[str | None] = []
+
+
+def configure_publishing(redis_url: str | None) -> None:
+    """Publish this process's events to ``redis_url`` (the API's settings; default: the environment's)."""
+    _publish_url[:] = [redis_url]
+
+
+def _redis_url() -> str | None:
+    from beacon.settings import get_settings
+
+    if _publish_url:
+        return _publish_url[0]
+
+    try:
+        return get_settings().redis_url
+    except Exception:  # settings that do not parse never stop a commit
+        return None
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _publish_after_commit(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    url = session.info.get("beacon.redis_url") or _redis_url()
+    if not url:
+        return
+    try:
+        client = redis_client(url)
+        pipe = client.pipeline(transaction=False)
+        for event in pending:
+            pipe.publish(EVENTS_CHANNEL, json.dumps(event))
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("events not published: redis unavailable", extra={"events": len(pending), "error": str(exc)})
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def publish_event(settings, event_type: str, payload: dict[str, Any]) -> bool:  # noqa: ANN001  (Settings)
-    """Publish when REDIS_URL is set. Never raises; returns whether Redis took it."""
+    """Publish an event that is not written to the table (kept for callers outside a job's changes).
+    Never raises; returns whether Redis took it."""
     if not settings.redis_url:
         return False
     message = json.dumps({"type": event_type, "time": isoformat(utcnow()), "data": payload})
@@ -32,3 +137,30 @@ def publish_event(settings, event_type: str, payload: dict[str, Any]) -> bool:  
         log.warning("event not published: redis unavailable", extra={"event": event_type, "error": str(exc)})
         return False
     return True
+
+
+# --------------------------------------------------------------------------- the Go hub's names
+
+def compat_events(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Go runner hub's ``{type, data}`` messages for one event (none for most types)."""
+    kind, data = event.get("type"), event.get("data") or {}
+    job_id = data.get("job_id")
+    if kind == "unit.completed":
+        return [{"type": "runner.execution_completed", "data": {
+            "job_id": job_id, "execution_id": data.get("execution_id"), "region": data.get("region"),
+            "model_id": data.get("model_id"), "question_id": data.get("question_id"), "status": "completed"}}]
+    if kind == "unit.failed":
+        return [{"type": "runner.execution_failed", "data": {
+            "job_id": job_id, "execution_id": data.get("execution_id"), "region": data.get("region"),
+            "model_id": data.get("model_id"), "question_id": data.get("question_id"), "status": data.get("status"),
+            "error": data.get("error")}}]
+    if kind == "unit.started":
+        return [{"type": "runner.execution_started", "data": {
+            "job_id": job_id, "execution_id": data.get("execution_id"), "region": data.get("region")}}]
+    if kind in ("job.running", *TERMINAL_JOB_EVENTS):
+        return [{"type": "runner.job_" + kind.split(".")[1], "data": {"job_id": job_id, "status": kind.split(".")[1]}}]
+    if kind == "transparency.appended":
+        return [{"type": "transparency.entry_appended", "data": {
+            "job_id": job_id, "bundle_cid": data.get("bundle_cid"), "leaf_index": data.get("leaf_index"),
+            "tree_size": data.get("tree_size"), "root_hash": data.get("root_hash")}}]
+    return []

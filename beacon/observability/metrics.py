@@ -30,6 +30,8 @@ provider_latency = Histogram("beacon_provider_latency_seconds", "Provider call l
 task_retries = Counter("beacon_task_retries_total", "Task retries (unit re-dispatches with backoff included)",
                        ["task"])
 task_failures = Counter("beacon_task_failures_total", "Tasks that raised", ["task"])
+ws_dropped = Counter("beacon_ws_clients_dropped_total", "Live-event clients (/ws, SSE) dropped because they did not keep up",
+                     ["transport"])
 
 
 def multiprocess_dir() -> str | None:

@@ -1,4 +1,4 @@
-"""Retention: purge what has outlived its purpose (nonces, idempotency keys, published outbox)."""
+"""Retention: purge what has outlived its purpose (nonces, idempotency keys, published outbox, events)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy import delete
 
 from beacon.db import Database
 from beacon.messaging.outbox import purge_published
-from beacon.models import IdempotencyKey, Nonce
+from beacon.models import Event, IdempotencyKey, Nonce
 from beacon.settings import Settings
 from beacon.timeutil import utcnow
 
@@ -23,4 +23,7 @@ def purge(db: Database, settings: Settings) -> dict[str, int]:
             )
         ).rowcount or 0
         outbox = purge_published(session, timedelta(days=settings.outbox_retention_days))
-    return {"nonces": nonces, "idempotency_keys": keys, "outbox": outbox}
+        events = session.execute(
+            delete(Event).where(Event.time < now - timedelta(days=settings.events_retention_days))
+        ).rowcount or 0
+    return {"nonces": nonces, "idempotency_keys": keys, "outbox": outbox, "events": events}

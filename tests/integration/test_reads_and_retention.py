@@ -83,9 +83,9 @@ def test_retention_purges_only_what_has_expired(pg_settings):
         for row, when in ((published_long_ago, now - timedelta(days=pg_settings.outbox_retention_days + 1)),
                           (published_just_now, now)):
             session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(published_at=when))
-    assert purge(db, pg_settings) == {"nonces": 1, "idempotency_keys": 1, "outbox": 1}
+    assert purge(db, pg_settings) == {"nonces": 1, "idempotency_keys": 1, "outbox": 1, "events": 0}
     with db.session() as session:
         assert set(session.scalars(select(Nonce.nonce))) == {"live"}
         assert set(session.scalars(select(IdempotencyKey.key))) == {"new"}
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 2
-    assert purge(db, pg_settings) == {"nonces": 0, "idempotency_keys": 0, "outbox": 0}
+    assert purge(db, pg_settings) == {"nonces": 0, "idempotency_keys": 0, "outbox": 0, "events": 0}

@@ -248,7 +248,7 @@ def test_finalisation_appends_and_publishes_the_event(log_env, keypair):
 
     event = wait_for(appended, what="transparency.appended event")
     pubsub.close()
-    assert seen == ["job.finished", "transparency.appended"]  # the status first, then the log entry
+    assert seen == ["job.finished", "job.completed", "bundle.stored", "transparency.appended"]  # status, then log entry
     assert event["data"]["job_id"] == job_id
     assert event["data"]["leaf_index"] == 0 and event["data"]["tree_size"] == 1
     bundle = get(api, f"/api/v1/jobs/{job_id}/bundle").json()
