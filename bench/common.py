@@ -26,10 +26,10 @@ def redis_db(number: int) -> str:
 
 def beacon_env(database_url: str, work: Path, trusted: Path, **extra: str) -> dict[str, str]:
     """The settings every bench process of Beacon runs with (fresh Redis databases 15 and 14; the API
-    rate limit off, or it would be what the bench measures)."""
+    rate limit off, or it would be what the bench measures). Live events are on (REDIS_URL), as deployed."""
     return {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15), "RATE_LIMIT_REDIS_URL": redis_db(14),
             "TRUSTED_KEYS_FILE": str(trusted), "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING",
-            "RATE_LIMIT_DEFAULT": "off", **extra}
+            "RATE_LIMIT_DEFAULT": "off", "REDIS_URL": f"{REDIS_URL}/14", **extra}
 
 
 def trusted_key_file(work: Path, key: KeyPair) -> Path:

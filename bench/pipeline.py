@@ -74,7 +74,7 @@ def run_beacon(env: dict[str, str], work: Path, key: KeyPair, jobs: int) -> floa
         ids = [json.loads(b)["id"] for b in bodies]
         began = time.perf_counter()
         for raw in bodies:
-            assert services.ingestor.submit(raw, "127.0.0.1", None).status == 202
+            assert services.ingestor.submit(raw, "127.0.0.1", None).created
         wait_for(lambda: terminal_count(services.db, ids) == len(ids), timeout=600, interval=0.005,
                  what="jobs to end")
         return time.perf_counter() - began
