@@ -37,7 +37,7 @@ from bench.common import (
     wait_for,
 )
 
-WORKER = ["worker", "--pool", "threads", "--concurrency", "16"]
+WORKER = ["worker", "--pool", "threads", "--concurrency", "16"]  # the raw Celery worker, as beacon's
 QUESTIONS = ["math_basic", "geography_basic", "identity_basic"]
 MODELS = ["llama3.2-1b", "mistral-7b"]
 WIDTH = 3 * len(MODELS) * len(QUESTIONS)
@@ -53,18 +53,30 @@ def terminal_count(db, ids: list[str]) -> int:  # noqa: ANN001
 
 
 @contextmanager
-def beacon_worker(env: dict[str, str], log: Path) -> Iterator:
-    """A ``beacon worker`` process with ``env``, and the services that submit to it."""
+def beacon_workers(env: dict[str, str], log: Path, count: int = 1, concurrency: int = 16) -> Iterator:
+    """``count`` ``beacon worker`` processes with ``env``; yields (the services that submit to them,
+    the worker processes)."""
     from app.services import Services
     from beacon.settings import Settings
 
     services = Services.build(Settings.from_env(env))
-    worker = start([PYTHON, "-m", "beacon", *WORKER], env, str(log))
+    argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency)]
+    workers = [start([PYTHON, "-m", "beacon", *argv, "--hostname", f"bench{i}@%h"], env, f"{log}.{i}")
+               for i in range(count)]
     try:
-        wait_for(lambda: services.celery.control.ping(timeout=0.5), timeout=60, what="beacon worker")
-        yield services
+        wait_for(lambda: len(services.celery.control.ping(timeout=0.5)) >= count, timeout=90,
+                 what=f"{count} beacon worker(s)")
+        yield services, workers
     finally:
-        stop(worker)
+        for worker in workers:
+            stop(worker)
+
+
+@contextmanager
+def beacon_worker(env: dict[str, str], log: Path) -> Iterator:
+    """A ``beacon worker`` process with ``env``, and the services that submit to it."""
+    with beacon_workers(env, log) as (services, _):
+        yield services
 
 
 def run_beacon(env: dict[str, str], work: Path, key: KeyPair, jobs: int) -> float:
