@@ -15,9 +15,10 @@ from celery import shared_task
 
 from beacon.db import get_database
 from beacon.execution import engine, regions
-from beacon.execution.providers.inflight import CALLS
-from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
+from beacon.execution.providers.inflight import CALLS, SLOTS
+from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB, queue_region
 from beacon.messaging.dispatch import dispatch_unit
+from beacon.observability import metrics
 from beacon.observability.units import job_context, observe_unit
 from beacon.settings import get_settings
 
@@ -57,8 +58,12 @@ def execute_unit(self, execution_id: int, resume: dict | None = None) -> str:
     settings, db = get_settings(), get_database()
     try:
         with observe_unit(db, regions.provider_registry(settings), execution_id) as unit:
-            return engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit,
-                                    aborts=CALLS, resume=resume, worker=self.request.hostname).status
+            outcome = engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit,
+                                       aborts=CALLS, resume=resume, worker=self.request.hostname, slots=SLOTS,
+                                       region=queue_region((self.request.delivery_info or {}).get("routing_key")))
+            if outcome.status == "waiting":
+                metrics.units_put_back.labels(outcome.region).inc()
+            return outcome.status
     except engine.DatabaseUnavailable as exc:
         raise _retry_later(self, exc, exc.resume, execution_id=execution_id) from exc
     except Exception as exc:

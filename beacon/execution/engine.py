@@ -49,7 +49,7 @@ from beacon.execution.bias import score_answer
 from beacon.execution.classify import classify, is_success
 from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest
 from beacon.execution.providers.base import ProviderAborted
-from beacon.execution.providers.inflight import SHUTDOWN, CallAborts
+from beacon.execution.providers.inflight import SHUTDOWN, CallAborts, RegionSlots
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.celery_app import EXECUTE_UNIT, region_queue
@@ -62,6 +62,10 @@ from beacon.statuses import OPEN_JOB, OPEN_UNIT, Classification, JobStatus, Unit
 from beacon.timeutil import isoformat, parse_rfc3339, utcnow
 
 log = logging.getLogger(__name__)
+
+#: A unit whose region has no free slot in this worker goes back to its queue for this long
+#: (jittered up to twice as long): not an attempt, and no thread is held meanwhile.
+PUT_BACK_SECONDS = 0.5
 
 #: A transient failure is retried only when at least this long is left, after the backoff, for
 #: another call before the job's deadline; otherwise the unit fails with its last error.
@@ -370,15 +374,44 @@ class UnitObserver(Protocol):
     def finalised(self, status: str | None) -> None: ...
 
 
+_PUT_BACK = (
+    update(_UNITS)
+    .where(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.PENDING)
+    .values(dispatched_at=bindparam("now"))
+)
+
+
+def put_back(db: Database, execution_id: int, region: str, dispatch: DispatchUnit) -> Outcome:
+    """Send a unit whose region has no free slot here back to its queue, after a short countdown.
+
+    Not an attempt (nothing is claimed), and the unit's ``dispatched_at`` is refreshed so the
+    sweeper does not take it for lost while it waits."""
+    delay = random.uniform(PUT_BACK_SECONDS, 2 * PUT_BACK_SECONDS)
+    with db.session() as session:
+        session.execute(_PUT_BACK, {"execution_id": execution_id, "now": utcnow() + timedelta(seconds=delay)})
+    dispatch(execution_id, region, delay)
+    return Outcome(UnitOutcome.WAITING, None, region, delay)
+
+
+def unit_region(db: Database, execution_id: int) -> str | None:
+    """The unit's region (for a message that does not say which queue it came from)."""
+    with db.session() as session:
+        return session.scalar(select(_UNITS.c.region).where(_UNITS.c.id == execution_id))
+
+
 def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
               dispatch: DispatchUnit, observer: UnitObserver | None = None, aborts: CallAborts | None = None,
-              resume: dict | None = None, worker: str | None = None) -> Outcome:
+              resume: dict | None = None, worker: str | None = None, slots: RegionSlots | None = None,
+              region: str | None = None) -> Outcome:
     """One ``execute_unit`` delivery: run the unit, then re-dispatch it (``retry``) or finalise
     the job (the unit ended, or the deadline cut its call).
 
     ``aborts`` holds the job Aborts the worker triggers (default: a private one). ``resume`` is
     a :class:`DatabaseUnavailable`'s, from the delivery that could not reach the database.
-    ``worker`` names the worker claiming the unit (``claimed_by``).
+    ``worker`` names the worker claiming the unit (``claimed_by``). ``slots``: the worker's
+    region budget; a slot of the unit's ``region`` (looked up when not given) is taken before the
+    claim and held until the outcome is recorded; with none free the unit is put back
+    (:func:`put_back`, outcome ``waiting``) without being claimed.
     Raises :class:`DatabaseUnavailable` when the database cannot be reached.
     """
     if resume is not None and "finalize" in resume:
@@ -387,6 +420,28 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
         if observer is not None and finalised is not None:
             observer.finalised(finalised)
         return Outcome(UnitOutcome.SKIPPED, job_id)
+    slot = None
+    if slots is not None and resume is None:  # a resumed delivery finishes what it had started
+        try:
+            region = region or unit_region(db, execution_id)
+            if region is not None and not slots.try_take(region, execution_id):
+                slots.waited(region, execution_id)
+                return put_back(db, execution_id, region, dispatch)
+        except Exception as exc:
+            if is_db_unavailable(exc):
+                raise DatabaseUnavailable(None, exc) from exc
+            raise
+        slot = region
+    try:
+        return _step_claimed(db, settings, registry, execution_id, dispatch, observer, aborts, resume, worker)
+    finally:
+        if slot is not None:
+            slots.give_back(slot)
+
+
+def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
+                  dispatch: DispatchUnit, observer: UnitObserver | None, aborts: CallAborts | None,
+                  resume: dict | None, worker: str | None) -> Outcome:
     outcome = run_unit(db, settings, registry, execution_id, on_claim=observer.claimed if observer else None,
                        aborts=aborts, resume=resume, worker=worker)
     if observer is not None:

@@ -16,8 +16,18 @@ PURGE = "beacon.purge"
 RETRY_PINS = "beacon.retry_pins"
 
 
+REGION_QUEUE_PREFIX = "region."
+
+
 def region_queue(region: str) -> str:
-    return f"region.{region}"
+    return f"{REGION_QUEUE_PREFIX}{region}"
+
+
+def queue_region(queue: str | None) -> str | None:
+    """The region a region queue's name (or a message's routing key) names; None for any other."""
+    if queue and queue.startswith(REGION_QUEUE_PREFIX):
+        return queue[len(REGION_QUEUE_PREFIX):] or None
+    return None
 
 
 def _transport_options(settings: Settings) -> dict:

@@ -264,6 +264,29 @@ def test_cancel_aborts_the_call_in_flight(tmp_path, pg_url, clean_db, keys, own_
         stack.close()
 
 
+def test_a_slow_region_does_not_delay_another_regions_units(tmp_path, pg_url, clean_db, keys, own_broker):
+    """One worker of 3 threads serving 3 regions, no max_in_flight in the providers file: each region's
+    share is 1 slot. APAC answers in 60 s; its other units go back to their queue instead of holding
+    threads (not counted as attempts), so a US + EU job completes while APAC's first call is in flight."""
+    stack = Stack(tmp_path, pg_url, own_broker, keys)
+    try:
+        providers = tmp_path / "providers.toml"
+        providers.write_text(providers.read_text().replace("max_in_flight = 16\n", ""))
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "fair.log", "fair", ("-c", "3")).start(stack.celery))
+        stack.control(region_latency_ms={"APAC": 60000})
+        slow = stack.submit(questions=QUESTIONS, models=MODELS, constraints={"regions": ["APAC"], "min_regions": 1})
+        wait_for(lambda: any(c["region"] == "APAC" for c in stack.served()), what="an APAC call")
+        fast = stack.submit(questions=QUESTIONS, models=MODELS, constraints={"regions": ["US", "EU"], "min_regions": 1})
+        view = stack.wait_terminal(fast, timeout=40)
+        assert view["status"] == "completed" and view["counts"]["completed"] == 12
+        apac = [c for c in stack.served() if c["region"] == "APAC"]
+        assert len(apac) == 1 and apac[0]["finished"] is None  # the slow region's one slot, still busy
+        waiting = [u for u in stack.job(slow)["executions"] if u["status"] == "pending"]
+        assert len(waiting) == 5 and {u["attempts"] for u in waiting} == {0}  # put back, never claimed
+    finally:
+        stack.close()
+
+
 def test_retries_do_not_count_as_lost_claims_and_stop_at_max_provider_calls(tmp_path, pg_url, clean_db, keys,
                                                                            own_broker):
     """Transient failures retry past MAX_UNIT_ATTEMPTS (they are not lost claims) up to
