@@ -264,6 +264,30 @@ def test_cancel_aborts_the_call_in_flight(tmp_path, pg_url, clean_db, keys, own_
         stack.close()
 
 
+def test_cancel_frees_the_threads_of_slow_calls_with_the_default_settings(tmp_path, pg_url, clean_db, keys,
+                                                                          own_broker):
+    """Default JOB_END_POLL_SECONDS, a provider answering in 100 s and a worker of two threads both
+    in such calls: after the cancel both threads serve the next job (which answers at once) long
+    before the slow answers would have come, and the cancelled units record ``cancelled``."""
+    stack = Stack(tmp_path, pg_url, own_broker, keys)
+    try:
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "two.log", "two", ("-c", "2")).start(stack.celery))
+        stack.control(latency_ms=100_000)
+        slow = stack.submit(questions=QUESTIONS[:2], constraints={"regions": ["US"], "min_regions": 1,
+                                                                  "provider_timeout": 300 * S})
+        wait_for(lambda: len(stack.served()) == 2, what="both slow calls in flight")
+        stack.control(latency_ms=5)  # the calls in flight keep their 100 s; later ones answer at once
+        signed = sign_document({"action": "cancel", "job_id": slow, "nonce": uuid.uuid4().hex,
+                                "timestamp": isoformat(utcnow())}, keys.signing_key)
+        assert requests.post(f"{stack.api}/api/v1/jobs/{slow}/cancel", json=signed, timeout=10).status_code == 200
+        after = stack.submit(questions=QUESTIONS[:2], constraints={"regions": ["US"], "min_regions": 1})
+        assert stack.wait_terminal(after, timeout=60)["status"] == "completed"
+        assert {u["status"] for u in stack.job(slow)["executions"]} == {"cancelled"}
+        assert all(u.get("output") is None for u in stack.job(slow)["executions"])
+    finally:
+        stack.close()
+
+
 def test_a_slow_region_does_not_delay_another_regions_units(tmp_path, pg_url, clean_db, keys, own_broker):
     """One worker of 3 threads serving 3 regions, no max_in_flight in the providers file: each region's
     share is 1 slot. APAC answers in 60 s; its other units go back to their queue instead of holding
