@@ -16,7 +16,7 @@ from celery import shared_task
 from beacon.db import get_database
 from beacon.execution import engine, regions
 from beacon.execution.providers.inflight import CALLS, SLOTS
-from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB, queue_region
+from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
 from beacon.messaging.dispatch import dispatch_unit
 from beacon.observability import metrics
 from beacon.observability.units import job_context, observe_unit
@@ -54,13 +54,13 @@ def run_job(self, job_id: str) -> int:
 
 
 @shared_task(name=EXECUTE_UNIT, ignore_result=True, bind=True, max_retries=None)
-def execute_unit(self, execution_id: int, resume: dict | None = None) -> str:
+def execute_unit(self, execution_id: int, resume: dict | None = None, region: str | None = None) -> str:
     settings, db = get_settings(), get_database()
     try:
         with observe_unit(db, regions.provider_registry(settings), execution_id) as unit:
             outcome = engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit,
                                        aborts=CALLS, resume=resume, worker=self.request.hostname, slots=SLOTS,
-                                       region=queue_region((self.request.delivery_info or {}).get("routing_key")))
+                                       region=region)
             if outcome.status == "waiting":
                 metrics.units_put_back.labels(outcome.region).inc()
             return outcome.status

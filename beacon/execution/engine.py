@@ -409,8 +409,9 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
     ``aborts`` holds the job Aborts the worker triggers (default: a private one). ``resume`` is
     a :class:`DatabaseUnavailable`'s, from the delivery that could not reach the database.
     ``worker`` names the worker claiming the unit (``claimed_by``). ``slots``: the worker's
-    region budget; a slot of the unit's ``region`` (looked up when not given) is taken before the
-    claim and held until the outcome is recorded; with none free the unit is put back
+    region budget; a unit of a region the worker does not serve is sent to its region's queue
+    (``rerouted``), never run here; otherwise a slot of the unit's ``region`` (the message's,
+    looked up when it names none) is taken before the claim and held until the outcome is recorded; with none free the unit is put back
     (:func:`put_back`, outcome ``waiting``) without being claimed.
     Raises :class:`DatabaseUnavailable` when the database cannot be reached.
     """
@@ -424,6 +425,11 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
     if slots is not None and resume is None:  # a resumed delivery finishes what it had started
         try:
             region = region or unit_region(db, execution_id)
+            if region is not None and not slots.serves(region):
+                log.warning("unit of a region this worker does not serve: sent to its region's queue",
+                            extra={"execution_id": execution_id, "region": region})
+                dispatch(execution_id, region, 0)
+                return Outcome(UnitOutcome.REROUTED, None, region)
             if region is not None and not slots.try_take(region, execution_id):
                 slots.waited(region, execution_id)
                 return put_back(db, execution_id, region, dispatch)

@@ -311,6 +311,33 @@ def test_a_slow_region_does_not_delay_another_regions_units(tmp_path, pg_url, cl
         stack.close()
 
 
+def test_a_unit_of_a_region_the_worker_does_not_serve_is_rerouted_not_run(tmp_path, pg_url, clean_db, keys,
+                                                                         own_broker):
+    """A US-only worker handed an EU unit (a message on the wrong queue) sends it to region.EU
+    without claiming or calling; the EU worker then runs it once."""
+    import redis
+
+    from beacon.messaging.celery_app import EXECUTE_UNIT
+
+    stack = Stack(tmp_path, pg_url, own_broker, keys)
+    try:
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "us.log", "us", ("--regions", "US")).start(stack.celery))
+        job_id = stack.submit(constraints={"regions": ["EU"], "min_regions": 1})
+        broker = redis.Redis.from_url(own_broker)
+        wait_for(lambda: broker.llen("region.EU") == 1, what="the EU unit queued")
+        [unit] = stack.job(job_id)["executions"]
+        stack.celery.send_task(EXECUTE_UNIT, args=[unit["id"]], kwargs={"region": "EU"}, queue="region.US")
+        wait_for(lambda: broker.llen("region.EU") == 2, what="the unit re-routed to region.EU")
+        [unit] = stack.job(job_id)["executions"]
+        assert unit["status"] == "pending" and unit["attempts"] == 0 and stack.served() == []
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "eu.log", "eu",
+                                           ("--regions", "EU", "--no-orchestration")).start(stack.celery))
+        assert stack.wait_terminal(job_id)["status"] == "completed"
+        assert [c["region"] for c in stack.served()] == ["EU"]
+    finally:
+        stack.close()
+
+
 def test_retries_do_not_count_as_lost_claims_and_stop_at_max_provider_calls(tmp_path, pg_url, clean_db, keys,
                                                                            own_broker):
     """Transient failures retry past MAX_UNIT_ATTEMPTS (they are not lost claims) up to

@@ -136,6 +136,11 @@ class RegionSlots:
             self._limits = {region: limit or share for region, limit in limits.items()}
             return dict(self._limits)
 
+    def serves(self, region: str) -> bool:
+        """Whether this worker serves ``region`` (every region while unconfigured)."""
+        with self._lock:
+            return not self._limits or region in self._limits
+
     def limit(self, region: str) -> int | None:
         with self._lock:
             return self._limits.get(region)
