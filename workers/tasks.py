@@ -17,7 +17,7 @@ from beacon.db import get_database
 from beacon.execution import engine, regions
 from beacon.execution.providers.inflight import CALLS, SLOTS
 from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
-from beacon.messaging.dispatch import dispatch_unit
+from beacon.messaging.dispatch import dispatch_unit, dispatch_units
 from beacon.observability import metrics
 from beacon.observability.units import job_context, observe_unit
 from beacon.settings import get_settings
@@ -46,7 +46,7 @@ def _stage(resume: dict | None) -> str:
 def run_job(self, job_id: str) -> int:
     with job_context(job_id):
         try:
-            return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit)
+            return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit, dispatch_units)
         except Exception as exc:
             if not engine.is_db_unavailable(exc):
                 raise

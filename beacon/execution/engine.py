@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import and_, bindparam, case, delete, exists, null, or_, select, update
+from sqlalchemy import DateTime, Float, and_, bindparam, case, delete, exists, func, null, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -110,8 +110,14 @@ def stored_spec(job: Job, settings: Settings) -> JobSpec:
                          max_units=10**9)
 
 
-def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchUnit) -> int:
-    """``queued → running``, insert the units, dispatch them. Returns units dispatched (0: a no-op)."""
+# dispatch_many([(execution_id, region), ...]) publishes one execute_unit message per unit, as one batch.
+DispatchUnits = Callable[[list[tuple[int, str]]], None]
+
+
+def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchUnit,
+              dispatch_many: DispatchUnits | None = None) -> int:
+    """``queued → running``, insert the units, dispatch them (in one batch through ``dispatch_many``
+    when given). Returns units dispatched (0: a no-op)."""
     now = utcnow()
     with db.session() as session:
         job = session.get(Job, job_id)
@@ -140,8 +146,11 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
         rows = session.execute(
             select(Execution.id, Execution.region).where(Execution.job_id == job_id, Execution.status == UnitStatus.PENDING)
         ).all()
-    for execution_id, region in rows:
-        dispatch(execution_id, region, 0)
+    if dispatch_many is not None:
+        dispatch_many([(execution_id, region) for execution_id, region in rows])
+    else:
+        for execution_id, region in rows:
+            dispatch(execution_id, region, 0)
     log.info("job started", extra={"job_id": job_id, "units": len(rows)})
     publish_event(settings, "job.started", {"job_id": job_id, "units": len(rows)})
     return len(rows)
@@ -199,6 +208,30 @@ _CLAIM = (
             lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
     .returning(*_CLAIMED)
 )
+# Postgres: the claim in one statement, joined to its job. The job must be running, not
+# finalising, before its deadline; the lease is the call's timeout (the provider timeout or what is
+# left of the deadline, whichever is shorter) plus the margin, computed by the database from the
+# same values the two-statement path (SQLite) reads first.
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+
+
+def _seconds(value):  # noqa: ANN001, ANN202
+    return func.make_interval(0, 0, 0, 0, 0, 0, value)
+
+
+_CALL_ENDS = func.least(_NOW + _seconds(_JOBS.c.provider_timeout_ms / 1000.0), _JOBS.c.deadline_at)
+_CLAIM_JOINED = (
+    update(_UNITS)
+    .where(_UNITS.c.id == bindparam("execution_id"), _JOBS.c.id == _UNITS.c.job_id,
+           _JOBS.c.status == JobStatus.RUNNING, _JOBS.c.finalizing_at.is_(None), _JOBS.c.deadline_at > _NOW,
+           or_(_UNITS.c.status == UnitStatus.PENDING,
+               and_(_UNITS.c.status == UnitStatus.RUNNING, _UNITS.c.lease_expires_at < _NOW)))
+    .values(status=UnitStatus.RUNNING, claimed_at=_NOW, started_at=_NOW,
+            lease_expires_at=_CALL_ENDS + _seconds(bindparam("margin", type_=Float)),
+            attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
+    .returning(*_CLAIMED, _JOBS.c.id.label("job_id"), _JOBS.c.deadline_at, _JOBS.c.provider_timeout_ms,
+               _UNITS.c.lease_expires_at)
+)
 # A delivery that held the claim before the database went away takes it up again (same attempt).
 _RESUME = (
     update(_UNITS)
@@ -209,7 +242,7 @@ _RESUME = (
 )
 _HELD = and_(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
              _UNITS.c.claimed_at == bindparam("held_since"))
-_RECORD_ANSWER = update(_UNITS).where(_HELD).values(
+_RECORD_ANSWER_VALUES = dict(
     status=UnitStatus.COMPLETED, output=bindparam("output"), output_sha256=bindparam("output_sha256"),
     classification=bindparam("classification"), provider=bindparam("provider"),
     served_region=bindparam("served_region"), completed_at=bindparam("now"), duration_ms=bindparam("duration_ms"),
@@ -242,6 +275,20 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
     the claim is taken up again without counting a new attempt.
     """
     now = now or utcnow()
+    margin = settings.unit_lease_margin_seconds
+    if held_since is None and not settings.embedded:
+        with db.session() as session:  # one statement: the job's state, its deadline and the lease
+            execution = session.execute(_CLAIM_JOINED, {"execution_id": execution_id, "now": now, "margin": margin,
+                                                        "worker": worker}).one_or_none()
+            if execution is None:
+                return None
+            call_timeout = min(execution.provider_timeout_ms / 1000, (execution.deadline_at - now).total_seconds())
+            if execution.attempts - execution.provider_retries > settings.max_unit_attempts:
+                return _dead_letter(session, settings, execution.job_id, execution_id, execution, now)
+            return Claim(execution_id, execution.job_id, execution.region, execution.model_id, execution.question_id,
+                         execution.prompt, execution.attempts, now, call_timeout, execution.deadline_at,
+                         provider_retries=execution.provider_retries, lease_until=execution.lease_expires_at,
+                         lease_margin_s=margin)
     with db.session() as session:
         job = session.execute(_CLAIM_JOB, {"execution_id": execution_id}).one_or_none()
         if job is None or job.status != JobStatus.RUNNING or job.finalizing_at is not None:
@@ -300,29 +347,63 @@ def call_deadline(claim: Claim) -> float:
     return mono + left
 
 
+class Recorded:
+    """What recording an outcome did: truthy when the claim still held the lease and the row
+    changed; ``last`` tells whether that made the job's last open unit terminal (None: not known,
+    let finalisation's own check decide)."""
+
+    __slots__ = ("ok", "last")
+
+    def __init__(self, ok: bool, last: bool | None = None):
+        self.ok, self.last = ok, last
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+# Postgres: record while holding the job's row lock, then (a second statement, so a fresh
+# snapshot) ask whether any other unit of the job is open. Two units recorded at once take the
+# lock in turn and the second sees the first committed, so exactly one of them finds itself last.
+_JOB_LOCKED = text(f"EXISTS (SELECT 1 FROM {_JOBS.name} WHERE {_JOBS.name}.id = {_UNITS.name}.job_id FOR UPDATE)")
+_OTHERS_OPEN = select(exists().where(_UNITS.c.job_id == bindparam("job_id"), _OPEN,
+                                     _UNITS.c.id != bindparam("execution_id")))
+
+
+def _record_held(db: Database, claim: Claim, values: dict, params: dict, terminal: bool) -> Recorded:
+    """UPDATE the unit with ``values`` while ``claim`` holds it; for a ``terminal`` outcome on
+    Postgres, also whether it was the job's last open unit, in the same transaction."""
+    held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at, **params}
+    with db.session() as session:
+        statement = update(_UNITS).where(_HELD).values(**values)
+        if not terminal or session.get_bind().dialect.name != "postgresql":
+            return Recorded(bool(session.execute(statement, held).rowcount))
+        if not session.execute(statement.where(_JOB_LOCKED), held).rowcount:
+            return Recorded(False)
+        others = session.scalar(_OTHERS_OPEN, {"job_id": claim.job_id, "execution_id": claim.execution_id})
+        return Recorded(True, last=not others)
+
+
 def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
                   region_flag: str | None = None, provider_receipt: dict | None = None,
-                  finish_reason: str | None = None, usage: dict | None = None) -> bool:
+                  finish_reason: str | None = None, usage: dict | None = None) -> Recorded:
     """Record the answer, its classification and its bias score (``beacon.execution.bias``) while
     the claim still holds the unit's lease. ``provider`` is the backend that answered (the hybrid
     router's ``provider_used`` when it reports one); ``region_flag`` and ``provider_receipt`` are
     the router's; ``finish_reason`` and ``usage`` (token counts) an OpenAI-compatible endpoint's."""
     now = utcnow()
     classification = classify(output, failed=False)
-    with db.session() as session:
-        return bool(session.execute(_RECORD_ANSWER, {
-            "execution_id": claim.execution_id, "held_since": claim.claimed_at, "output": output,
-            "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
-            "classification": classification, "provider": provider[:64], "served_region": served_region,
-            "now": now, "duration_ms": int((now - claim.claimed_at).total_seconds() * 1000),
-            "bias_score": score_answer(output, classification), "region_flag": region_flag,
-            "provider_receipt": provider_receipt, "finish_reason": finish_reason,
-            "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
-        }).rowcount)
+    return _record_held(db, claim, _RECORD_ANSWER_VALUES, {
+        "output": output, "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
+        "classification": classification, "provider": provider[:64], "served_region": served_region,
+        "now": now, "duration_ms": int((now - claim.claimed_at).total_seconds() * 1000),
+        "bias_score": score_answer(output, classification), "region_flag": region_flag,
+        "provider_receipt": provider_receipt, "finish_reason": finish_reason,
+        "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
+    }, terminal=True)
 
 
 def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
-                   retry_in: float = 0.0) -> bool:
+                   retry_in: float = 0.0) -> Recorded:
     """Fail the unit (``final``) or hand it back as ``pending`` for a retry in ``retry_in`` seconds
     (counted in ``provider_retries``, not as a lost claim)."""
     now = utcnow()
@@ -334,9 +415,7 @@ def record_failure(db: Database, claim: Claim, error: ProviderError | dict, prov
     else:
         values.update(status=UnitStatus.PENDING, dispatched_at=now + timedelta(seconds=retry_in),
                       provider_retries=_UNITS.c.provider_retries + 1)
-    with db.session() as session:
-        held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at}
-        return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount)
+    return _record_held(db, claim, values, {}, terminal=final)
 
 
 def release_unit(db: Database, claim: Claim) -> bool:
@@ -364,6 +443,7 @@ class Outcome:
     region: str | None = None
     retry_in: float = 0.0
     error: ProviderError | None = None
+    last: bool | None = None  # the job's last open unit ended (None: not known; finalisation checks)
 
 
 class UnitObserver(Protocol):
@@ -456,7 +536,8 @@ def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, 
     if outcome.status == UnitOutcome.RETRY:
         dispatch(execution_id, outcome.region, outcome.retry_in)
     elif outcome.status in (UnitOutcome.COMPLETED, UnitOutcome.FAILED, UnitOutcome.DEAD_LETTERED):
-        finalised = _finalize(db, settings, outcome.job_id)
+        if outcome.last is not False:  # other units are open: the last of them finalises the job
+            finalised = _finalize(db, settings, outcome.job_id)
     elif outcome.status == UnitOutcome.DEADLINE:
         finalised = _finalize(db, settings, outcome.job_id, deadline=True)
     if observer is not None and finalised is not None:
@@ -559,16 +640,19 @@ def _record(db: Database, claim: Claim, record: dict) -> Outcome:
     kind = record["kind"]
     try:
         if kind == "answer":
-            if record_answer(db, claim, record["output"], record["provider"], record["served_region"],
-                             region_flag=record.get("region_flag"), provider_receipt=record.get("provider_receipt"),
-                             finish_reason=record.get("finish_reason"), usage=record.get("usage")):
-                return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
+            recorded = record_answer(db, claim, record["output"], record["provider"], record["served_region"],
+                                     region_flag=record.get("region_flag"),
+                                     provider_receipt=record.get("provider_receipt"),
+                                     finish_reason=record.get("finish_reason"), usage=record.get("usage"))
+            if recorded:
+                return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region, last=recorded.last)
         elif kind == "failure":
             final, error = record["final"], _error_of(record["failure"])
-            if record_failure(db, claim, record["failure"], record["provider"], final=final,
-                              retry_in=record["retry_in"]):
+            recorded = record_failure(db, claim, record["failure"], record["provider"], final=final,
+                                      retry_in=record["retry_in"])
+            if recorded:
                 status = UnitOutcome.FAILED if final else UnitOutcome.RETRY
-                return Outcome(status, claim.job_id, claim.region, record["retry_in"], error)
+                return Outcome(status, claim.job_id, claim.region, record["retry_in"], error, last=recorded.last)
         elif kind == "release":
             if release_unit(db, claim):
                 log.info("unit handed back: worker shutting down",

@@ -17,5 +17,15 @@ def dispatch_unit(execution_id: int, region: str, countdown: float = 0.0, *, app
                                    queue=region_queue(region), countdown=countdown or None)
 
 
+def dispatch_units(units: list[tuple[int, str]], *, app: Celery | None = None) -> None:
+    """One ``execute_unit`` per (execution id, region), published as one batch through one
+    producer (one broker connection taken from the pool for the whole batch)."""
+    app = app or current_app
+    with app.producer_or_acquire() as producer:
+        for execution_id, region in units:
+            app.send_task(EXECUTE_UNIT, args=[execution_id], kwargs={"region": region}, queue=region_queue(region),
+                          producer=producer)
+
+
 def publish_run_job(job_id: str, *, app: Celery | None = None) -> None:
     (app or current_app).send_task(RUN_JOB, args=[job_id], queue=JOBS_QUEUE)
