@@ -156,7 +156,7 @@ def main() -> None:
                     options.connections, options.threads)  # warm-up (connections, caches)
                 bodies = write_bodies(work / f"{name}.jsonl", signed_bodies(key, options.bodies))
                 results[name] = wrk(url, bodies, options.seconds, options.connections, options.threads)
-                if results[name]["accepted"] >= options.bodies:
+                if name == "ingest" and results[name]["accepted"] >= options.bodies:  # the baselines accept repeats
                     print(f"warning: {name} used every body; raise --bodies for a true rate")
                 if name == "ingest":
                     open_bodies = signed_bodies(key, int(options.rate * options.open_seconds))
