@@ -63,10 +63,6 @@ from beacon.timeutil import isoformat, parse_rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
-#: A unit whose region has no free slot in this worker goes back to its queue for this long
-#: (jittered up to twice as long): not an attempt, and no thread is held meanwhile.
-PUT_BACK_SECONDS = 0.5
-
 #: A transient failure is retried only when at least this long is left, after the backoff, for
 #: another call before the job's deadline; otherwise the unit fails with its last error.
 MIN_CALL_SECONDS = 1.0
@@ -461,12 +457,13 @@ _PUT_BACK = (
 )
 
 
-def put_back(db: Database, execution_id: int, region: str, dispatch: DispatchUnit) -> Outcome:
-    """Send a unit whose region has no free slot here back to its queue, after a short countdown.
+def put_back(db: Database, execution_id: int, region: str, dispatch: DispatchUnit, after: float) -> Outcome:
+    """Send a unit whose region has no free slot here back to its queue, after a short countdown
+    (``after``, jittered by up to half again: ``RegionSlots.retry_after``).
 
     Not an attempt (nothing is claimed), and the unit's ``dispatched_at`` is refreshed so the
     sweeper does not take it for lost while it waits."""
-    delay = random.uniform(PUT_BACK_SECONDS, 2 * PUT_BACK_SECONDS)
+    delay = random.uniform(after, 1.5 * after)
     with db.session() as session:
         session.execute(_PUT_BACK, {"execution_id": execution_id, "now": utcnow() + timedelta(seconds=delay)})
     dispatch(execution_id, region, delay)
@@ -512,17 +509,18 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
                 return Outcome(UnitOutcome.REROUTED, None, region)
             if region is not None and not slots.try_take(region, execution_id):
                 slots.waited(region, execution_id)
-                return put_back(db, execution_id, region, dispatch)
+                return put_back(db, execution_id, region, dispatch, slots.retry_after(region))
         except Exception as exc:
             if is_db_unavailable(exc):
                 raise DatabaseUnavailable(None, exc) from exc
             raise
         slot = region
+    taken = time.monotonic()
     try:
         return _step_claimed(db, settings, registry, execution_id, dispatch, observer, aborts, resume, worker)
     finally:
         if slot is not None:
-            slots.give_back(slot)
+            slots.give_back(slot, time.monotonic() - taken)
 
 
 def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,

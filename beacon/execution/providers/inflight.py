@@ -104,6 +104,10 @@ class CallAborts:
 CALLS = CallAborts()
 
 
+#: Bounds of the countdown of a unit put back for want of a slot (see RegionSlots.retry_after).
+PUT_BACK_MIN_SECONDS = 0.05
+PUT_BACK_MAX_SECONDS = 1.0
+
 #: A put-back unit no other delivery took up within this long is no longer counted as waiting here
 #: (its message went to another worker, or its job ended).
 WAITING_EXPIRY_SECONDS = 60.0
@@ -123,6 +127,7 @@ class RegionSlots:
         self._limits: dict[str, int] = {}
         self._used: dict[str, int] = {}
         self._waiting: dict[int, tuple[str, float]] = {}  # execution id -> (region, put back at)
+        self._held_s: dict[str, float] = {}  # region -> moving average of how long a slot is held
         self.on_change: Callable[[str, int, int], None] | None = None
 
     @staticmethod
@@ -158,10 +163,23 @@ class RegionSlots:
         self._changed(region)
         return True
 
-    def give_back(self, region: str) -> None:
+    def give_back(self, region: str, held_seconds: float | None = None) -> None:
+        """Free a slot of ``region``; ``held_seconds``, how long it was held, feeds :meth:`retry_after`."""
         with self._lock:
             self._used[region] = max(0, self._used.get(region, 0) - 1)
+            if held_seconds is not None:
+                before = self._held_s.get(region)
+                self._held_s[region] = held_seconds if before is None else 0.8 * before + 0.2 * held_seconds
         self._changed(region)
+
+    def retry_after(self, region: str) -> float:
+        """How long a unit put back for want of a slot of ``region`` waits before it is tried again:
+        half the time a slot of the region is usually held (so a fast region's unit is not kept
+        waiting long, and a slow region's units are not re-tried many times a second), within
+        PUT_BACK_MIN_SECONDS..PUT_BACK_MAX_SECONDS."""
+        with self._lock:
+            held = self._held_s.get(region, PUT_BACK_MAX_SECONDS)
+        return min(PUT_BACK_MAX_SECONDS, max(PUT_BACK_MIN_SECONDS, held / 2))
 
     def waited(self, region: str, execution_id: int) -> None:
         """``execution_id`` was put back for want of a slot: count it as waiting until taken up."""

@@ -66,3 +66,18 @@ def test_a_put_back_unit_counts_as_waiting_until_taken_up():
     assert slots.try_take("EU", 2) and slots.waiting("EU") == 0
     assert changes == [("EU", 1, 0), ("EU", 1, 1), ("EU", 0, 1), ("EU", 1, 0)]
     assert RegionSlots.fair_share(16, 3) == 6 and RegionSlots.fair_share(3, 5) == 1
+
+
+def test_a_put_back_waits_about_half_the_time_a_slot_of_its_region_is_held():
+    from beacon.execution.providers.inflight import PUT_BACK_MAX_SECONDS, PUT_BACK_MIN_SECONDS, RegionSlots
+
+    slots = RegionSlots()
+    slots.configure({"FAST": 1, "SLOW": 1}, concurrency=2)
+    assert slots.retry_after("FAST") == PUT_BACK_MAX_SECONDS / 2  # nothing known yet
+    for region, held in (("FAST", 0.2), ("SLOW", 30.0)):
+        assert slots.try_take(region)
+        slots.give_back(region, held)
+    assert slots.retry_after("FAST") == 0.1 and slots.retry_after("SLOW") == PUT_BACK_MAX_SECONDS
+    assert slots.try_take("FAST")
+    slots.give_back("FAST", 0.0)
+    assert PUT_BACK_MIN_SECONDS <= slots.retry_after("FAST") < 0.1
