@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import DateTime, Float, and_, bindparam, case, delete, exists, func, null, or_, select, text, update
+from sqlalchemy import DateTime, Float, and_, bindparam, case, delete, exists, func, null, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -357,26 +357,15 @@ class Recorded:
         return self.ok
 
 
-# Postgres: record while holding the job's row lock, then (a second statement, so a fresh
-# snapshot) ask whether any other unit of the job is open. Two units recorded at once take the
-# lock in turn and the second sees the first committed, so exactly one of them finds itself last.
-_JOB_LOCKED = text(f"EXISTS (SELECT 1 FROM {_JOBS.name} WHERE {_JOBS.name}.id = {_UNITS.name}.job_id FOR UPDATE)")
-_OTHERS_OPEN = select(exists().where(_UNITS.c.job_id == bindparam("job_id"), _OPEN,
-                                     _UNITS.c.id != bindparam("execution_id")))
+def _record_held(db: Database, claim: Claim, values: dict, params: dict) -> Recorded:
+    """UPDATE the unit with ``values`` while ``claim`` holds it.
 
-
-def _record_held(db: Database, claim: Claim, values: dict, params: dict, terminal: bool) -> Recorded:
-    """UPDATE the unit with ``values`` while ``claim`` holds it; for a ``terminal`` outcome on
-    Postgres, also whether it was the job's last open unit, in the same transaction."""
+    Whether this made the job's last open unit terminal is left to finalisation's own check (a
+    conditional UPDATE after this commit): deciding it here needs the job's row lock, which
+    serialised the recording of a large job's units (a 480-unit job on 64 threads took 40 % longer)."""
     held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at, **params}
     with db.session() as session:
-        statement = update(_UNITS).where(_HELD).values(**values)
-        if not terminal or session.get_bind().dialect.name != "postgresql":
-            return Recorded(bool(session.execute(statement, held).rowcount))
-        if not session.execute(statement.where(_JOB_LOCKED), held).rowcount:
-            return Recorded(False)
-        others = session.scalar(_OTHERS_OPEN, {"job_id": claim.job_id, "execution_id": claim.execution_id})
-        return Recorded(True, last=not others)
+        return Recorded(bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount))
 
 
 def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
@@ -395,7 +384,7 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
         "bias_score": score_answer(output, classification), "region_flag": region_flag,
         "provider_receipt": provider_receipt, "finish_reason": finish_reason,
         "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
-    }, terminal=True)
+    })
 
 
 def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
@@ -411,7 +400,7 @@ def record_failure(db: Database, claim: Claim, error: ProviderError | dict, prov
     else:
         values.update(status=UnitStatus.PENDING, dispatched_at=now + timedelta(seconds=retry_in),
                       provider_retries=_UNITS.c.provider_retries + 1)
-    return _record_held(db, claim, values, {}, terminal=final)
+    return _record_held(db, claim, values, {})
 
 
 def release_unit(db: Database, claim: Claim) -> bool:

@@ -18,10 +18,11 @@ def dispatch_unit(execution_id: int, region: str, countdown: float = 0.0, *, app
 
 
 def dispatch_units(units: list[tuple[int, str]], *, app: Celery | None = None) -> None:
-    """One ``execute_unit`` per (execution id, region), published as one batch through one
-    producer (one broker connection taken from the pool for the whole batch)."""
+    """One ``execute_unit`` per (execution id, region), published as one batch through one pooled
+    producer: on Redis the pushes go out in one pipeline (kombu's ``Producer.batch``), other
+    transports publish them one by one on the same connection."""
     app = app or current_app
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire() as producer, producer.batch():
         for execution_id, region in units:
             app.send_task(EXECUTE_UNIT, args=[execution_id], kwargs={"region": region}, queue=region_queue(region),
                           producer=producer)
