@@ -353,7 +353,7 @@ class Settings:
     max_answer_bytes: int = 262144
     max_provider_calls: int = 50
     worker_shutdown_grace_seconds: float = 30.0
-    job_end_poll_seconds: float = 2.0
+    job_end_poll_seconds: float = 0.5
     db_retry_base_seconds: float = 0.5
     db_retry_max_seconds: float = 10.0
     worker_heartbeat_seconds: float = 5.0
@@ -453,7 +453,7 @@ class Settings:
             max_answer_bytes=_int(env, "MAX_ANSWER_BYTES", 262144, minimum=1024),
             max_provider_calls=_int(env, "MAX_PROVIDER_CALLS", 50, minimum=1),
             worker_shutdown_grace_seconds=_float(env, "WORKER_SHUTDOWN_GRACE_SECONDS", 30.0, 0.0, 3600.0),
-            job_end_poll_seconds=_float(env, "JOB_END_POLL_SECONDS", 2.0, 0.1, 600.0),
+            job_end_poll_seconds=_float(env, "JOB_END_POLL_SECONDS", 0.5, 0.1, 600.0),
             db_retry_base_seconds=_float(env, "DB_RETRY_BASE_SECONDS", 0.5, 0.0, 600.0),
             db_retry_max_seconds=_float(env, "DB_RETRY_MAX_SECONDS", 10.0, 0.0, 3600.0),
             worker_heartbeat_seconds=_float(env, "WORKER_HEARTBEAT_SECONDS", 5.0, 0.2, 600.0),

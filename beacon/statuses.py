@@ -42,6 +42,8 @@ class UnitOutcome(StrEnum):
     RETRY = "retry"  # a transient error: handed back and re-dispatched after ``retry_in`` seconds
     DEADLINE = "deadline"  # the call was cut by the job's deadline: the job is finalised by deadline
     SKIPPED = "skipped"  # not ours to run (already done, leased elsewhere, job over)
+    REROUTED = "rerouted"  # a unit of a region this worker does not serve: sent to its region's queue
+    WAITING = "waiting"  # no free slot of its region in this worker: put back, not claimed (no attempt)
 
 
 class PinState(StrEnum):

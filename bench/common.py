@@ -15,21 +15,38 @@ from beacon.crypto.signing import KeyPair
 from tests.factories import body, make_spec  # noqa: F401  (shared with the tests)
 from tests.support import scratch_database, spare_port, wait_for  # noqa: F401  (shared with the tests)
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+_REDIS: dict[str, str] = {}
+
+
+def redis_base() -> str:
+    """BENCH_REDIS_URL, or else a private ``redis-server`` started for this bench run (stopped at
+    exit): a shared Redis lets another run's flush or worker take this run's messages."""
+    if "url" not in _REDIS:
+        url = os.environ.get("BENCH_REDIS_URL")
+        if not url:
+            import atexit
+
+            from tests.faults.services import throwaway_redis
+
+            server = throwaway_redis()
+            url = server.__enter__().url.rsplit("/", 1)[0]  # redis://127.0.0.1:<port>
+            atexit.register(server.__exit__, None, None, None)
+        _REDIS["url"] = url
+    return _REDIS["url"]
 
 
 def redis_db(number: int) -> str:
-    url = f"{REDIS_URL}/{number}"
+    url = f"{redis_base()}/{number}"
     redis.Redis.from_url(url).flushdb()
     return url
 
 
 def beacon_env(database_url: str, work: Path, trusted: Path, **extra: str) -> dict[str, str]:
     """The settings every bench process of Beacon runs with (fresh Redis databases 15 and 14; the API
-    rate limit off, or it would be what the bench measures)."""
+    rate limit off, or it would be what the bench measures). Live events are on (REDIS_URL), as deployed."""
     return {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_db(15), "RATE_LIMIT_REDIS_URL": redis_db(14),
             "TRUSTED_KEYS_FILE": str(trusted), "BEACON_DATA_DIR": str(work), "LOG_LEVEL": "WARNING",
-            "RATE_LIMIT_DEFAULT": "off", **extra}
+            "RATE_LIMIT_DEFAULT": "off", "REDIS_URL": f"{redis_base()}/14", **extra}
 
 
 def trusted_key_file(work: Path, key: KeyPair) -> Path:

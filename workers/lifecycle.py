@@ -10,6 +10,9 @@
   while calls are in flight, a watcher thread asks the database every ``JOB_END_POLL_SECONDS``
   which of their jobs are no longer running, and aborts those jobs' calls; their units are
   left as the ending made them.
+* **Region slots**: when the worker is ready, its per-region slot budget (``inflight.SLOTS``)
+  is set for the regions whose queues it consumes: each region's ``max_in_flight``, or a fair
+  share of the worker's concurrency; slots in use and units waiting are metrics.
 * **Heartbeats**: every ``WORKER_HEARTBEAT_SECONDS`` the worker records that it is alive and
   which units' messages it holds (received — running, waiting for a thread, or waiting out a
   retry's countdown — and not yet done). The sweeper re-dispatches the units of a worker whose
@@ -33,9 +36,10 @@ from celery.signals import (
 )
 
 from beacon.db import get_database
-from beacon.execution import engine
-from beacon.execution.providers.inflight import CALLS, SHUTDOWN
-from beacon.messaging.celery_app import EXECUTE_UNIT
+from beacon.execution import engine, regions
+from beacon.execution.providers.inflight import CALLS, SHUTDOWN, SLOTS
+from beacon.messaging.celery_app import EXECUTE_UNIT, queue_region
+from beacon.observability import metrics
 from beacon.settings import get_settings
 from beacon.timeutil import utcnow
 
@@ -124,7 +128,31 @@ def beat_heartbeats(worker: str, stop: threading.Event) -> None:
 _stop = threading.Event()
 
 
+def _slot_metrics(region: str, in_use: int, waiting: int) -> None:
+    metrics.region_slots_in_use.labels(region).set(in_use)
+    metrics.units_waiting.labels(region).set(waiting)
+
+
+def configure_slots(consumer: Any) -> dict[str, int]:
+    """Size the region slots for the regions this worker consumes (every configured one when its
+    queues cannot be told) and its pool's concurrency."""
+    registry = regions.provider_registry(get_settings())
+    limits = registry.max_in_flight()
+    queues = getattr(getattr(consumer, "task_consumer", None), "queues", None) or []
+    served = [r for r in (queue_region(q.name) for q in queues) if r in limits]
+    controller = getattr(consumer, "controller", None)
+    concurrency = getattr(controller, "concurrency", None) or consumer.app.conf.worker_concurrency or 16
+    SLOTS.on_change = _slot_metrics
+    sized = SLOTS.configure({r: limits[r] for r in (served or limits)}, int(concurrency))
+    log.info("region slots", extra={"slots": sized, "concurrency": concurrency})
+    return sized
+
+
 def on_worker_ready(sender: Any = None, **_: Any) -> None:
+    try:
+        configure_slots(sender)
+    except Exception as exc:  # no budget is no worse than before: every region unlimited
+        log.warning("region slots not configured", extra={"error": str(exc)[:300]})
     threading.Thread(target=watch_ended_jobs, args=(_stop,), name="job-end-watch", daemon=True).start()
     worker = getattr(sender, "hostname", None)
     if worker:

@@ -15,9 +15,10 @@ from celery import shared_task
 
 from beacon.db import get_database
 from beacon.execution import engine, regions
-from beacon.execution.providers.inflight import CALLS
+from beacon.execution.providers.inflight import CALLS, SLOTS
 from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
-from beacon.messaging.dispatch import dispatch_unit
+from beacon.messaging.dispatch import dispatch_unit, dispatch_units
+from beacon.observability import metrics
 from beacon.observability.units import job_context, observe_unit
 from beacon.settings import get_settings
 
@@ -45,7 +46,7 @@ def _stage(resume: dict | None) -> str:
 def run_job(self, job_id: str) -> int:
     with job_context(job_id):
         try:
-            return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit)
+            return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit, dispatch_units)
         except Exception as exc:
             if not engine.is_db_unavailable(exc):
                 raise
@@ -53,12 +54,16 @@ def run_job(self, job_id: str) -> int:
 
 
 @shared_task(name=EXECUTE_UNIT, ignore_result=True, bind=True, max_retries=None)
-def execute_unit(self, execution_id: int, resume: dict | None = None) -> str:
+def execute_unit(self, execution_id: int, resume: dict | None = None, region: str | None = None) -> str:
     settings, db = get_settings(), get_database()
     try:
         with observe_unit(db, regions.provider_registry(settings), execution_id) as unit:
-            return engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit,
-                                    aborts=CALLS, resume=resume, worker=self.request.hostname).status
+            outcome = engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit,
+                                       aborts=CALLS, resume=resume, worker=self.request.hostname, slots=SLOTS,
+                                       region=region)
+            if outcome.status == "waiting":
+                metrics.units_put_back.labels(outcome.region).inc()
+            return outcome.status
     except engine.DatabaseUnavailable as exc:
         raise _retry_later(self, exc, exc.resume, execution_id=execution_id) from exc
     except Exception as exc:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import and_, bindparam, case, delete, exists, null, or_, select, update
+from sqlalchemy import DateTime, Float, and_, bindparam, case, delete, exists, func, null, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -49,7 +49,7 @@ from beacon.execution.bias import score_answer
 from beacon.execution.classify import classify, is_success
 from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest
 from beacon.execution.providers.base import ProviderAborted
-from beacon.execution.providers.inflight import SHUTDOWN, CallAborts
+from beacon.execution.providers.inflight import SHUTDOWN, CallAborts, RegionSlots
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.celery_app import EXECUTE_UNIT, region_queue
@@ -106,8 +106,14 @@ def stored_spec(job: Job, settings: Settings) -> JobSpec:
                          max_units=10**9)
 
 
-def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchUnit) -> int:
-    """``queued → running``, insert the units, dispatch them. Returns units dispatched (0: a no-op)."""
+# dispatch_many([(execution_id, region), ...]) publishes one execute_unit message per unit, as one batch.
+DispatchUnits = Callable[[list[tuple[int, str]]], None]
+
+
+def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchUnit,
+              dispatch_many: DispatchUnits | None = None) -> int:
+    """``queued → running``, insert the units, dispatch them (in one batch through ``dispatch_many``
+    when given). Returns units dispatched (0: a no-op)."""
     now = utcnow()
     with db.session() as session:
         job = session.get(Job, job_id)
@@ -138,8 +144,11 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
         ).all()
         emit(session, job_id, "job.started", {"units": len(rows)})
         emit(session, job_id, "job.running", {"units": len(rows), "generation": job.generation or 1})
-    for execution_id, region in rows:
-        dispatch(execution_id, region, 0)
+    if dispatch_many is not None:
+        dispatch_many([(execution_id, region) for execution_id, region in rows])
+    else:
+        for execution_id, region in rows:
+            dispatch(execution_id, region, 0)
     log.info("job started", extra={"job_id": job_id, "units": len(rows)})
     return len(rows)
 
@@ -196,6 +205,30 @@ _CLAIM = (
             lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
     .returning(*_CLAIMED)
 )
+# Postgres: the claim in one statement, joined to its job. The job must be running, not
+# finalising, before its deadline; the lease is the call's timeout (the provider timeout or what is
+# left of the deadline, whichever is shorter) plus the margin, computed by the database from the
+# same values the two-statement path (SQLite) reads first.
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+
+
+def _seconds(value):  # noqa: ANN001, ANN202
+    return func.make_interval(0, 0, 0, 0, 0, 0, value)
+
+
+_CALL_ENDS = func.least(_NOW + _seconds(_JOBS.c.provider_timeout_ms / 1000.0), _JOBS.c.deadline_at)
+_CLAIM_JOINED = (
+    update(_UNITS)
+    .where(_UNITS.c.id == bindparam("execution_id"), _JOBS.c.id == _UNITS.c.job_id,
+           _JOBS.c.status == JobStatus.RUNNING, _JOBS.c.finalizing_at.is_(None), _JOBS.c.deadline_at > _NOW,
+           or_(_UNITS.c.status == UnitStatus.PENDING,
+               and_(_UNITS.c.status == UnitStatus.RUNNING, _UNITS.c.lease_expires_at < _NOW)))
+    .values(status=UnitStatus.RUNNING, claimed_at=_NOW, started_at=_NOW,
+            lease_expires_at=_CALL_ENDS + _seconds(bindparam("margin", type_=Float)),
+            attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
+    .returning(*_CLAIMED, _JOBS.c.id.label("job_id"), _JOBS.c.deadline_at, _JOBS.c.provider_timeout_ms,
+               _UNITS.c.lease_expires_at)
+)
 # A delivery that held the claim before the database went away takes it up again (same attempt).
 _RESUME = (
     update(_UNITS)
@@ -206,7 +239,7 @@ _RESUME = (
 )
 _HELD = and_(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
              _UNITS.c.claimed_at == bindparam("held_since"))
-_RECORD_ANSWER = update(_UNITS).where(_HELD).values(
+_RECORD_ANSWER_VALUES = dict(
     status=UnitStatus.COMPLETED, output=bindparam("output"), output_sha256=bindparam("output_sha256"),
     classification=bindparam("classification"), provider=bindparam("provider"),
     served_region=bindparam("served_region"), completed_at=bindparam("now"), duration_ms=bindparam("duration_ms"),
@@ -239,6 +272,22 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
     the claim is taken up again without counting a new attempt.
     """
     now = now or utcnow()
+    margin = settings.unit_lease_margin_seconds
+    if held_since is None and not settings.embedded:
+        with db.session() as session:  # one statement: the job's state, its deadline and the lease
+            execution = session.execute(_CLAIM_JOINED, {"execution_id": execution_id, "now": now, "margin": margin,
+                                                        "worker": worker}).one_or_none()
+            if execution is None:
+                return None
+            call_timeout = min(execution.provider_timeout_ms / 1000, (execution.deadline_at - now).total_seconds())
+            if execution.attempts - execution.provider_retries > settings.max_unit_attempts:
+                return _dead_letter(session, settings, execution.job_id, execution_id, execution, now)
+            emit(session, execution.job_id, "unit.started",
+                 unit_event(execution_id, execution, status=UnitStatus.RUNNING))
+            return Claim(execution_id, execution.job_id, execution.region, execution.model_id, execution.question_id,
+                         execution.prompt, execution.attempts, now, call_timeout, execution.deadline_at,
+                         provider_retries=execution.provider_retries, lease_until=execution.lease_expires_at,
+                         lease_margin_s=margin)
     with db.session() as session:
         job = session.execute(_CLAIM_JOB, {"execution_id": execution_id}).one_or_none()
         if job is None or job.status != JobStatus.RUNNING or job.finalizing_at is not None:
@@ -299,6 +348,18 @@ def call_deadline(claim: Claim) -> float:
     return mono + left
 
 
+def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: str, data: dict) -> bool:
+    """UPDATE the unit with ``values`` while ``claim`` holds it, and write ``event`` in the same transaction.
+
+    Whether this made the job's last open unit terminal is left to finalisation's own check (a
+    conditional UPDATE after this commit): deciding it here needs the job's row lock, which
+    serialised the recording of a large job's units (a 480-unit job on 64 threads took 40 % longer)."""
+    held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at, **params}
+    with db.session() as session:
+        return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount) and bool(
+            emit(session, claim.job_id, event, data))
+
+
 def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
                   region_flag: str | None = None, provider_receipt: dict | None = None,
                   finish_reason: str | None = None, usage: dict | None = None) -> bool:
@@ -308,18 +369,16 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
     the router's; ``finish_reason`` and ``usage`` (token counts) an OpenAI-compatible endpoint's."""
     now = utcnow()
     classification = classify(output, failed=False)
-    with db.session() as session:
-        return bool(session.execute(_RECORD_ANSWER, {
-            "execution_id": claim.execution_id, "held_since": claim.claimed_at, "output": output,
-            "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
-            "classification": classification, "provider": provider[:64], "served_region": served_region,
-            "now": now, "duration_ms": int((now - claim.claimed_at).total_seconds() * 1000),
-            "bias_score": score_answer(output, classification), "region_flag": region_flag,
-            "provider_receipt": provider_receipt, "finish_reason": finish_reason,
-            "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
-        }).rowcount) and bool(emit(session, claim.job_id, "unit.completed", unit_event(
-            claim.execution_id, claim, status=UnitStatus.COMPLETED, classification=classification,
-            duration_ms=int((now - claim.claimed_at).total_seconds() * 1000))))
+    duration_ms = int((now - claim.claimed_at).total_seconds() * 1000)
+    return _record_held(db, claim, _RECORD_ANSWER_VALUES, {
+        "output": output, "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
+        "classification": classification, "provider": provider[:64], "served_region": served_region,
+        "now": now, "duration_ms": duration_ms,
+        "bias_score": score_answer(output, classification), "region_flag": region_flag,
+        "provider_receipt": provider_receipt, "finish_reason": finish_reason,
+        "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
+    }, "unit.completed", unit_event(claim.execution_id, claim, status=UnitStatus.COMPLETED,
+                                    classification=classification, duration_ms=duration_ms))
 
 
 def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
@@ -335,12 +394,9 @@ def record_failure(db: Database, claim: Claim, error: ProviderError | dict, prov
     else:
         values.update(status=UnitStatus.PENDING, dispatched_at=now + timedelta(seconds=retry_in),
                       provider_retries=_UNITS.c.provider_retries + 1)
-    with db.session() as session:
-        held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at}
-        return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount) and bool(emit(
-            session, claim.job_id, "unit.failed" if final else "unit.retrying", unit_event(
-                claim.execution_id, claim, status=UnitStatus.FAILED if final else UnitStatus.PENDING,
-                error=failure.get("code"), retry_in=None if final else retry_in)))
+    return _record_held(db, claim, values, {}, "unit.failed" if final else "unit.retrying", unit_event(
+        claim.execution_id, claim, status=UnitStatus.FAILED if final else UnitStatus.PENDING,
+        error=failure.get("code"), retry_in=None if final else retry_in))
 
 
 def release_unit(db: Database, claim: Claim) -> bool:
@@ -378,15 +434,46 @@ class UnitObserver(Protocol):
     def finalised(self, status: str | None) -> None: ...
 
 
+_PUT_BACK = (
+    update(_UNITS)
+    .where(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.PENDING)
+    .values(dispatched_at=bindparam("now"))
+)
+
+
+def put_back(db: Database, execution_id: int, region: str, dispatch: DispatchUnit, after: float) -> Outcome:
+    """Send a unit whose region has no free slot here back to its queue, after a short countdown
+    (``after``, jittered by up to half again: ``RegionSlots.retry_after``).
+
+    Not an attempt (nothing is claimed), and the unit's ``dispatched_at`` is refreshed so the
+    sweeper does not take it for lost while it waits."""
+    delay = random.uniform(after, 1.5 * after)
+    with db.session() as session:
+        session.execute(_PUT_BACK, {"execution_id": execution_id, "now": utcnow() + timedelta(seconds=delay)})
+    dispatch(execution_id, region, delay)
+    return Outcome(UnitOutcome.WAITING, None, region, delay)
+
+
+def unit_region(db: Database, execution_id: int) -> str | None:
+    """The unit's region (for a message that does not say which queue it came from)."""
+    with db.session() as session:
+        return session.scalar(select(_UNITS.c.region).where(_UNITS.c.id == execution_id))
+
+
 def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
               dispatch: DispatchUnit, observer: UnitObserver | None = None, aborts: CallAborts | None = None,
-              resume: dict | None = None, worker: str | None = None) -> Outcome:
+              resume: dict | None = None, worker: str | None = None, slots: RegionSlots | None = None,
+              region: str | None = None) -> Outcome:
     """One ``execute_unit`` delivery: run the unit, then re-dispatch it (``retry``) or finalise
     the job (the unit ended, or the deadline cut its call).
 
     ``aborts`` holds the job Aborts the worker triggers (default: a private one). ``resume`` is
     a :class:`DatabaseUnavailable`'s, from the delivery that could not reach the database.
-    ``worker`` names the worker claiming the unit (``claimed_by``).
+    ``worker`` names the worker claiming the unit (``claimed_by``). ``slots``: the worker's
+    region budget; a unit of a region the worker does not serve is sent to its region's queue
+    (``rerouted``), never run here; otherwise a slot of the unit's ``region`` (the message's,
+    looked up when it names none) is taken before the claim and held until the outcome is recorded; with none free the unit is put back
+    (:func:`put_back`, outcome ``waiting``) without being claimed.
     Raises :class:`DatabaseUnavailable` when the database cannot be reached.
     """
     if resume is not None and "finalize" in resume:
@@ -395,6 +482,34 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
         if observer is not None and finalised is not None:
             observer.finalised(finalised)
         return Outcome(UnitOutcome.SKIPPED, job_id)
+    slot = None
+    if slots is not None and resume is None:  # a resumed delivery finishes what it had started
+        try:
+            region = region or unit_region(db, execution_id)
+            if region is not None and not slots.serves(region):
+                log.warning("unit of a region this worker does not serve: sent to its region's queue",
+                            extra={"execution_id": execution_id, "region": region})
+                dispatch(execution_id, region, 0)
+                return Outcome(UnitOutcome.REROUTED, None, region)
+            if region is not None and not slots.try_take(region, execution_id):
+                slots.waited(region, execution_id)
+                return put_back(db, execution_id, region, dispatch, slots.retry_after(region))
+        except Exception as exc:
+            if is_db_unavailable(exc):
+                raise DatabaseUnavailable(None, exc) from exc
+            raise
+        slot = region
+    taken = time.monotonic()
+    try:
+        return _step_claimed(db, settings, registry, execution_id, dispatch, observer, aborts, resume, worker)
+    finally:
+        if slot is not None:
+            slots.give_back(slot, time.monotonic() - taken)
+
+
+def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
+                  dispatch: DispatchUnit, observer: UnitObserver | None, aborts: CallAborts | None,
+                  resume: dict | None, worker: str | None) -> Outcome:
     outcome = run_unit(db, settings, registry, execution_id, on_claim=observer.claimed if observer else None,
                        aborts=aborts, resume=resume, worker=worker)
     if observer is not None:
@@ -506,14 +621,17 @@ def _record(db: Database, claim: Claim, record: dict) -> Outcome:
     kind = record["kind"]
     try:
         if kind == "answer":
-            if record_answer(db, claim, record["output"], record["provider"], record["served_region"],
-                             region_flag=record.get("region_flag"), provider_receipt=record.get("provider_receipt"),
-                             finish_reason=record.get("finish_reason"), usage=record.get("usage")):
+            recorded = record_answer(db, claim, record["output"], record["provider"], record["served_region"],
+                                     region_flag=record.get("region_flag"),
+                                     provider_receipt=record.get("provider_receipt"),
+                                     finish_reason=record.get("finish_reason"), usage=record.get("usage"))
+            if recorded:
                 return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
         elif kind == "failure":
             final, error = record["final"], _error_of(record["failure"])
-            if record_failure(db, claim, record["failure"], record["provider"], final=final,
-                              retry_in=record["retry_in"]):
+            recorded = record_failure(db, claim, record["failure"], record["provider"], final=final,
+                                      retry_in=record["retry_in"])
+            if recorded:
                 status = UnitOutcome.FAILED if final else UnitOutcome.RETRY
                 return Outcome(status, claim.job_id, claim.region, record["retry_in"], error)
         elif kind == "release":

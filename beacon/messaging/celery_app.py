@@ -17,8 +17,18 @@ PURGE = "beacon.purge"
 RETRY_PINS = "beacon.retry_pins"
 
 
+REGION_QUEUE_PREFIX = "region."
+
+
 def region_queue(region: str) -> str:
-    return f"region.{region}"
+    return f"{REGION_QUEUE_PREFIX}{region}"
+
+
+def queue_region(queue: str | None) -> str | None:
+    """The region a region queue's name (or a message's routing key) names; None for any other."""
+    if queue and queue.startswith(REGION_QUEUE_PREFIX):
+        return queue[len(REGION_QUEUE_PREFIX):] or None
+    return None
 
 
 def _transport_options(settings: Settings, request_path: bool) -> dict:
@@ -40,6 +50,28 @@ def _transport_options(settings: Settings, request_path: bool) -> dict:
     return {"visibility_timeout": 2 * 60 * 60, "socket_timeout": timeout, "socket_connect_timeout": timeout}
 
 
+def route_task(name: str, args: tuple, kwargs: dict, options: dict, task=None, **_: object) -> dict | None:  # noqa: ANN001
+    """``task_routes``: ``execute_unit`` to its region's queue (from the message's ``region``),
+    ``run_job`` to the jobs queue. An explicit ``queue`` given when publishing wins."""
+    if name == EXECUTE_UNIT and (kwargs or {}).get("region"):
+        return {"queue": region_queue(kwargs["region"])}
+    if name == RUN_JOB:
+        return {"queue": JOBS_QUEUE}
+    return None
+
+
+def task_queues(settings: Settings) -> list:
+    """The jobs queue and one queue per configured region, declared so ``celery -A workers purge``,
+    ``inspect active_queues`` and a plain ``celery -A workers worker`` see every one of them."""
+    from kombu import Exchange, Queue
+
+    from beacon.execution.regions import region_names
+
+    names = [JOBS_QUEUE] + [region_queue(region) for region in region_names(settings)]
+    # As Celery creates a queue it is sent to by name: a direct exchange and routing key of that name.
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
+
+
 def make_celery(settings: Settings, *, request_path: bool = False) -> Celery:
     """The Celery app; ``request_path`` (the API) gets the request path's broker timeouts and no
     publish retries, so a hung broker never stalls a request (the outbox covers the publish)."""
@@ -54,6 +86,8 @@ def make_celery(settings: Settings, *, request_path: bool = False) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=JOBS_QUEUE,
+        task_queues=task_queues(settings),
+        task_routes=(route_task,),
         broker_transport_options=_transport_options(settings, request_path),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=REQUEST_PATH_TIMEOUT_SECONDS if request_path else 3,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
@@ -32,6 +32,13 @@ task_retries = Counter("beacon_task_retries_total", "Task retries (unit re-dispa
 task_failures = Counter("beacon_task_failures_total", "Tasks that raised", ["task"])
 ws_dropped = Counter("beacon_ws_clients_dropped_total", "Live-event clients (/ws, SSE) dropped because they did not keep up",
                      ["transport"])
+region_slots_in_use = Gauge("beacon_region_slots_in_use", "Provider calls in flight per region in this worker "
+                            "(its slot budget: max_in_flight, or a fair share of the worker's threads)", ["region"],
+                            multiprocess_mode="livesum")
+units_waiting = Gauge("beacon_units_waiting", "Units put back for want of a free slot of their region, not yet "
+                      "taken up again", ["region"], multiprocess_mode="livesum")
+units_put_back = Counter("beacon_units_put_back_total", "Unit deliveries put back (no free slot of the region)",
+                         ["region"])
 
 
 def multiprocess_dir() -> str | None:

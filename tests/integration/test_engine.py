@@ -264,6 +264,80 @@ def test_cancel_aborts_the_call_in_flight(tmp_path, pg_url, clean_db, keys, own_
         stack.close()
 
 
+def test_cancel_frees_the_threads_of_slow_calls_with_the_default_settings(tmp_path, pg_url, clean_db, keys,
+                                                                          own_broker):
+    """Default JOB_END_POLL_SECONDS, a provider answering in 100 s and a worker of two threads both
+    in such calls: after the cancel both threads serve the next job (which answers at once) long
+    before the slow answers would have come, and the cancelled units record ``cancelled``."""
+    stack = Stack(tmp_path, pg_url, own_broker, keys)
+    try:
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "two.log", "two", ("-c", "2")).start(stack.celery))
+        stack.control(latency_ms=100_000)
+        slow = stack.submit(questions=QUESTIONS[:2], constraints={"regions": ["US"], "min_regions": 1,
+                                                                  "provider_timeout": 300 * S})
+        wait_for(lambda: len(stack.served()) == 2, what="both slow calls in flight")
+        stack.control(latency_ms=5)  # the calls in flight keep their 100 s; later ones answer at once
+        signed = sign_document({"action": "cancel", "job_id": slow, "nonce": uuid.uuid4().hex,
+                                "timestamp": isoformat(utcnow())}, keys.signing_key)
+        assert requests.post(f"{stack.api}/api/v1/jobs/{slow}/cancel", json=signed, timeout=10).status_code == 200
+        after = stack.submit(questions=QUESTIONS[:2], constraints={"regions": ["US"], "min_regions": 1})
+        assert stack.wait_terminal(after, timeout=60)["status"] == "completed"
+        assert {u["status"] for u in stack.job(slow)["executions"]} == {"cancelled"}
+        assert all(u.get("output") is None for u in stack.job(slow)["executions"])
+    finally:
+        stack.close()
+
+
+def test_a_slow_region_does_not_delay_another_regions_units(tmp_path, pg_url, clean_db, keys, own_broker):
+    """One worker of 3 threads serving 3 regions, no max_in_flight in the providers file: each region's
+    share is 1 slot. APAC answers in 60 s; its other units go back to their queue instead of holding
+    threads (not counted as attempts), so a US + EU job completes while APAC's first call is in flight."""
+    stack = Stack(tmp_path, pg_url, own_broker, keys)
+    try:
+        providers = tmp_path / "providers.toml"
+        providers.write_text(providers.read_text().replace("max_in_flight = 16\n", ""))
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "fair.log", "fair", ("-c", "3")).start(stack.celery))
+        stack.control(region_latency_ms={"APAC": 60000})
+        slow = stack.submit(questions=QUESTIONS, models=MODELS, constraints={"regions": ["APAC"], "min_regions": 1})
+        wait_for(lambda: any(c["region"] == "APAC" for c in stack.served()), what="an APAC call")
+        fast = stack.submit(questions=QUESTIONS, models=MODELS, constraints={"regions": ["US", "EU"], "min_regions": 1})
+        view = stack.wait_terminal(fast, timeout=40)
+        assert view["status"] == "completed" and view["counts"]["completed"] == 12
+        apac = [c for c in stack.served() if c["region"] == "APAC"]
+        assert len(apac) == 1 and apac[0]["finished"] is None  # the slow region's one slot, still busy
+        waiting = [u for u in stack.job(slow)["executions"] if u["status"] == "pending"]
+        assert len(waiting) == 5 and {u["attempts"] for u in waiting} == {0}  # put back, never claimed
+    finally:
+        stack.close()
+
+
+def test_a_unit_of_a_region_the_worker_does_not_serve_is_rerouted_not_run(tmp_path, pg_url, clean_db, keys,
+                                                                         own_broker):
+    """A US-only worker handed an EU unit (a message on the wrong queue) sends it to region.EU
+    without claiming or calling; the EU worker then runs it once."""
+    import redis
+
+    from beacon.messaging.celery_app import EXECUTE_UNIT
+
+    stack = Stack(tmp_path, pg_url, own_broker, keys)
+    try:
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "us.log", "us", ("--regions", "US")).start(stack.celery))
+        job_id = stack.submit(constraints={"regions": ["EU"], "min_regions": 1})
+        broker = redis.Redis.from_url(own_broker)
+        wait_for(lambda: broker.llen("region.EU") == 1, what="the EU unit queued")
+        [unit] = stack.job(job_id)["executions"]
+        stack.celery.send_task(EXECUTE_UNIT, args=[unit["id"]], kwargs={"region": "EU"}, queue="region.US")
+        wait_for(lambda: broker.llen("region.EU") == 2, what="the unit re-routed to region.EU")
+        [unit] = stack.job(job_id)["executions"]
+        assert unit["status"] == "pending" and unit["attempts"] == 0 and stack.served() == []
+        stack.workers.append(WorkerProcess(stack.env, tmp_path / "eu.log", "eu",
+                                           ("--regions", "EU", "--no-orchestration")).start(stack.celery))
+        assert stack.wait_terminal(job_id)["status"] == "completed"
+        assert [c["region"] for c in stack.served()] == ["EU"]
+    finally:
+        stack.close()
+
+
 def test_retries_do_not_count_as_lost_claims_and_stop_at_max_provider_calls(tmp_path, pg_url, clean_db, keys,
                                                                            own_broker):
     """Transient failures retry past MAX_UNIT_ATTEMPTS (they are not lost claims) up to

@@ -7,7 +7,9 @@
     base_url = "http://127.0.0.1:8000"
     api_key_env = "US_OPENAI_KEY"   # the NAME of an env variable holding the key, never the key
     timeout_s = 60                  # caps every call's timeout (default 120)
-    max_in_flight = 8               # calls in flight at once for this region (default 8)
+    max_in_flight = 8               # calls in flight at once for this region, per worker process
+                                    # (default: a fair share of the worker's threads, ceil(threads /
+                                    # regions served)); a unit over it waits in its queue, not a thread
     temperature = 0.1               # HTTP kinds: sent with every call (default 0.1, as Go)
     max_tokens = 500                # HTTP kinds: sent with every call (default 500, as Go)
     router_region = "us-east"       # HTTP kinds: the router's region_preference (default: Go's
@@ -58,6 +60,7 @@ from .simulator import BEHAVIOURS, DEFAULT_REGION_BEHAVIOUR, SimulatorProvider
 
 KINDS = ("hybrid_router", "openai", "simulator")
 HTTP_KINDS = ("hybrid_router", "openai")
+DEFAULT_POOL_SIZE = 8  # HTTP connections kept per region when max_in_flight is not set
 DEFAULT_REGIONS = ("US", "EU", "APAC")
 
 log = logging.getLogger(__name__)
@@ -88,7 +91,7 @@ class ProviderConfig:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 120.0
-    max_in_flight: int = 8
+    max_in_flight: int | None = None  # None: a fair share of the worker's concurrency (RegionSlots)
     latency_ms: float = 20
     error_rate: float = 0.0
     hang_rate: float = 0.0
@@ -121,7 +124,8 @@ class ProviderConfig:
             raise fail("base_url and api_key_env are not used by provider 'simulator'")
         if not _is_number(self.timeout_s) or self.timeout_s <= 0:
             raise fail(f"timeout_s must be a positive number, got {self.timeout_s!r}")
-        if not isinstance(self.max_in_flight, int) or isinstance(self.max_in_flight, bool) or self.max_in_flight < 1:
+        if self.max_in_flight is not None and (not isinstance(self.max_in_flight, int)
+                                               or isinstance(self.max_in_flight, bool) or self.max_in_flight < 1):
             raise fail(f"max_in_flight must be a positive integer, got {self.max_in_flight!r}")
         if not _is_number(self.latency_ms) or self.latency_ms < 0:
             raise fail(f"latency_ms must be a non-negative number, got {self.latency_ms!r}")
@@ -234,7 +238,7 @@ def build_provider(config: ProviderConfig, region_settings: Mapping[str, RegionS
         config.base_url,
         api_key=config.api_key,
         timeout_s=config.timeout_s,
-        pool_size=config.max_in_flight,
+        pool_size=config.max_in_flight or DEFAULT_POOL_SIZE,
         region_settings=settings,
     )
 
@@ -253,7 +257,9 @@ class ProviderRegistry:
     """The providers of all configured regions, each behind its own in-flight limit.
 
     Every region has one provider, so its ``threading.BoundedSemaphore`` of ``max_in_flight``
-    slots is the per-(provider, region) limit. Safe to call from many threads.
+    (when the providers file sets one; unbounded otherwise) bounds direct callers; a worker's
+    engine takes a slot of its non-blocking budget first (``inflight.RegionSlots``), so it never
+    waits here. Safe to call from many threads.
     """
 
     def __init__(self, configs: Mapping[str, ProviderConfig]):
@@ -262,10 +268,16 @@ class ProviderRegistry:
                 raise ValueError(f"config for region {config.region!r} filed under {region!r}")
         settings = {region: config.settings for region, config in configs.items()}
         self._providers = {region: build_provider(config, settings) for region, config in configs.items()}
-        self._slots = {region: threading.BoundedSemaphore(config.max_in_flight) for region, config in configs.items()}
+        self._limits = {region: config.max_in_flight for region, config in configs.items()}
+        self._slots = {region: threading.BoundedSemaphore(config.max_in_flight) if config.max_in_flight else None
+                       for region, config in configs.items()}
 
     def regions(self) -> list[str]:
         return list(self._providers)
+
+    def max_in_flight(self) -> dict[str, int | None]:
+        """Region -> the providers file's ``max_in_flight`` (None where it sets none)."""
+        return dict(self._limits)
 
     def get(self, region: str) -> Provider:
         try:
@@ -283,6 +295,8 @@ class ProviderRegistry:
             raise ValueError(f"request for region {req.region!r} sent to region {region!r}")
         provider = self.get(region)
         slot = self._slots[region]
+        if slot is None:
+            return provider.complete(req)
         wait = None if req.deadline is None else req.deadline - time.monotonic()
         if wait is not None and (wait <= 0 or not slot.acquire(timeout=wait)):
             raise ProviderError("timeout", "connect", region, req.model_id, provider.name,
