@@ -60,7 +60,6 @@ from .simulator import BEHAVIOURS, DEFAULT_REGION_BEHAVIOUR, SimulatorProvider
 
 KINDS = ("hybrid_router", "openai", "simulator")
 HTTP_KINDS = ("hybrid_router", "openai")
-DEFAULT_POOL_SIZE = 8  # HTTP connections kept per region when max_in_flight is not set
 DEFAULT_REGIONS = ("US", "EU", "APAC")
 
 log = logging.getLogger(__name__)
@@ -238,7 +237,6 @@ def build_provider(config: ProviderConfig, region_settings: Mapping[str, RegionS
         config.base_url,
         api_key=config.api_key,
         timeout_s=config.timeout_s,
-        pool_size=config.max_in_flight or DEFAULT_POOL_SIZE,
         region_settings=settings,
     )
 

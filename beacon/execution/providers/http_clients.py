@@ -150,8 +150,8 @@ DEFAULT_SETTINGS = RegionSettings()
 class _HttpProvider(Provider):
     """``region_settings`` maps regions to :class:`RegionSettings`; other regions get Go's defaults.
 
-    ``pool_size`` is accepted for compatibility and unused: each call has its own connection,
-    and the registry's ``max_in_flight`` slots bound the calls in flight per region.
+    Each call has its own connection; the registry's ``max_in_flight`` slots bound the calls in
+    flight per region.
     """
 
     path: str
@@ -161,7 +161,6 @@ class _HttpProvider(Provider):
         base_url: str,
         api_key: str | None = None,
         timeout_s: float = 120.0,
-        pool_size: int = 10,
         region_settings: Mapping[str, RegionSettings] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
@@ -283,16 +282,8 @@ class HybridRouterProvider(_HttpProvider):
     paths = ROUTER_PATHS
     path = ROUTER_PATHS[0]
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None = None,
-        timeout_s: float = 120.0,
-        pool_size: int = 10,
-        region_settings: Mapping[str, RegionSettings] | None = None,
-    ):
-        super().__init__(base_url, api_key=api_key, timeout_s=timeout_s, pool_size=pool_size,
-                         region_settings=region_settings)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
         self._working_path: str | None = None
         self._region_of_router = self._reverse_table()
