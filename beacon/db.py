@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Insert, create_engine, event, insert
+from sqlalchemy import Insert, create_engine, event, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
 
 from beacon.settings import get_settings
 
@@ -62,6 +63,28 @@ class Database:
         """A session whose transaction commits on success and rolls back on any error."""
         with self.sessions() as session, session.begin():
             yield session
+
+
+    def write_together(self, statements: Sequence[UpdateBase]) -> list[Any]:
+        """Run these INSERT/UPDATE/DELETE statements (each with its values, and at most one RETURNING
+        column) atomically; return what each one returned first (None without RETURNING or rows).
+
+        On Postgres this is one autocommitted statement, a chain of data-modifying CTEs: one round
+        trip, no BEGIN or COMMIT (constraints are checked at the end of the statement, so a row may
+        refer to another row of the same chain, but no statement sees another's effects except through
+        its RETURNING). Elsewhere, one transaction. A unique violation
+        raises ``IntegrityError`` and writes nothing. Column defaults set in Python do not apply
+        inside a CTE: give every NOT NULL value."""
+        if not self.is_postgres:
+            with self.session() as session:
+                results = [session.execute(stmt) for stmt in statements]
+                return [result.scalar() if stmt.exported_columns else None
+                        for stmt, result in zip(statements, results)]
+        ctes = [stmt.cte(f"write_{i}") for i, stmt in enumerate(statements)]
+        columns = [select(cte.c[0]).limit(1).scalar_subquery() if stmt.exported_columns else literal(None)
+                   for stmt, cte in zip(statements, ctes)]
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return list(connection.execute(select(*columns).add_cte(*ctes)).one())
 
 
 @lru_cache(maxsize=None)
