@@ -221,9 +221,13 @@ class RedisFanout(EventSource):
                         backoff = 0.5
                     elif message["type"] == "message":
                         try:
-                            self.deliver(json.loads(message["data"]))
+                            event = json.loads(message["data"])
                         except ValueError:
-                            log.warning("live events: a message that is not JSON ignored")
+                            event = None
+                        if isinstance(event, dict):
+                            self.deliver(event)
+                        else:
+                            log.warning("live events: a message that is not a JSON object ignored")
             except (redis.RedisError, OSError) as exc:
                 self.ready.clear()
                 log.warning("live events: Redis subscription lost, retrying", extra={"error": str(exc)})

@@ -16,7 +16,7 @@ from beacon.ingest.trust import TrustStore
 from beacon.ingest.wallet import load_allowlist
 from beacon.messaging.celery_app import make_celery
 from beacon.messaging.events import configure_publishing
-from beacon.messaging.outbox import celery_publisher, paused_after_failure
+from beacon.messaging.outbox import FastPath, celery_batch_publisher
 from beacon.settings import Settings
 
 
@@ -41,7 +41,7 @@ class Services:
             limiter=SignatureFailureLimiter(
                 settings.rate_limit_redis_url, settings.rate_limit_ip_per_minute, settings.rate_limit_key_per_minute
             ),
-            publish=paused_after_failure(celery_publisher(celery, retries=0)),  # the relay publishes the rest
+            fast_path=FastPath(db, celery_batch_publisher(celery)),  # the relay publishes the rest
             catalogue=load_catalogue(settings.questions_file),
             regions=region_names(settings),
             wallet_allowlist=load_allowlist(settings.wallet_allowlist_file),

@@ -80,16 +80,36 @@ def serve(target: str, env: dict[str, str], log: str, path: str = "/api/v1/jobs"
     return f"http://127.0.0.1:{port}{path}", process
 
 
-def wrk(url: str, bodies_file: Path, seconds: int, connections: int, threads: int) -> dict[str, float]:
-    """One closed-loop wrk run; returns accepted (202) per second and wrk's latency percentiles."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (gunicorn's master and workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def wrk(url: str, bodies_file: Path, seconds: int, connections: int, threads: int, server_pid: int) -> dict[str, float]:
+    """One closed-loop wrk run; returns accepted (202) per second, wrk's latency percentiles and the
+    server's CPU per accepted request (less sensitive than the rate to whatever else the machine runs)."""
     env = {**os.environ, "BODIES_FILE": str(bodies_file), "WRK_THREADS": str(threads)}
+    cpu_before = cpu_seconds(server_pid)
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
                           "-s", str(LUA), url], env=env, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(server_pid) - cpu_before
     line = next(x for x in out.splitlines() if x.startswith("ACCEPTED"))
     fields = line.split()
     values = dict(zip(fields[0::2], (float(v) for v in fields[1::2])))
     return {"rate": values["ACCEPTED"] / values["SECONDS"], "accepted": values["ACCEPTED"],
-            "other": values["OTHER"], "p50_ms": values["P50_US"] / 1000, "p99_ms": values["P99_US"] / 1000}
+            "other": values["OTHER"], "p50_ms": values["P50_US"] / 1000, "p99_ms": values["P99_US"] / 1000,
+            "cpu_ms": cpu * 1000 / max(values["ACCEPTED"], 1)}
 
 
 async def _post(host: str, port: int, path: str, payload: bytes) -> int:
@@ -153,9 +173,9 @@ def main() -> None:
             url, process = serve(target, env, str(work / f"{name}.log"), path)
             try:
                 wrk(url, write_bodies(work / f"warm-{name}.jsonl", signed_bodies(key, 300)), 2,
-                    options.connections, options.threads)  # warm-up (connections, caches)
+                    options.connections, options.threads, process.pid)  # warm-up (connections, caches)
                 bodies = write_bodies(work / f"{name}.jsonl", signed_bodies(key, options.bodies))
-                results[name] = wrk(url, bodies, options.seconds, options.connections, options.threads)
+                results[name] = wrk(url, bodies, options.seconds, options.connections, options.threads, process.pid)
                 if name == "ingest" and results[name]["accepted"] >= options.bodies:  # the baselines accept repeats
                     print(f"warning: {name} used every body; raise --bodies for a true rate")
                 if name == "ingest":
@@ -165,7 +185,8 @@ def main() -> None:
                 stop(process)
     for name, r in results.items():
         print(f"{name:8s} {r['rate']:8.1f} accepted/s (wrk -t{options.threads} -c{options.connections} "
-              f"-d{options.seconds}s)  p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms  non-202: {r['other']:.0f}")
+              f"-d{options.seconds}s)  p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms  non-202: {r['other']:.0f}  "
+              f"server CPU {r['cpu_ms']:.2f} ms/request")
     print(f"ratio ingest/durable = {results['ingest']['rate'] / results['durable']['rate']:.2f}  (target ≥ 0.50); "
           f"ingest/trivial = {results['ingest']['rate'] / results['trivial']['rate']:.2f}; "
           f"durable/trivial = {results['durable']['rate'] / results['trivial']['rate']:.2f}")

@@ -26,6 +26,20 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+def wait_fast_path(database_url: str) -> None:
+    """Until the API's fast path has handled every outbox row: published it, or backed it off for
+    the relay (it publishes off the request, ``beacon.messaging.outbox.FastPath``)."""
+    from sqlalchemy import text
+
+    from beacon.db import database_for
+
+    def handled() -> bool:
+        with database_for(database_url).session() as session:
+            return not session.scalar(text("SELECT count(*) FROM outbox WHERE published_at IS NULL AND attempts = 0"))
+
+    wait_for(handled, what="the fast path to publish or back off every outbox row")
+
+
 @contextmanager
 def scratch_database(prefix: str, migrate: bool = True) -> Iterator[str]:
     """A new Postgres database (migrated to head unless told not to), dropped afterwards."""

@@ -7,7 +7,7 @@ job; an Idempotency-Key (per submitting key) seen with another identity → 409;
 nonce) with another identity → ``replay_detected``; a signed job id held by another identity →
 409 ``job_exists``; an uncovered id held by another → a generated id. Every rejection raises a
 domain error (``beacon.errors``) before anything is written; acceptance writes job, nonce,
-idempotency key and outbox row in one transaction.
+idempotency key, the ``job.queued`` event and the outbox row atomically, in one statement on Postgres.
 
 What runs is what was signed: the job row keeps the matched form's projection (as text, in the
 form's own serialisation, and parsed for execution) and never a field the signature did not cover.
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from beacon.crypto.signing import Verified, canonical_public_key, verify
-from beacon.db import Database
+from beacon.db import Database, Write, bound_insert
 from beacon.errors import (
     Conflict,
     Forbidden,
@@ -44,8 +44,8 @@ from beacon.ingest.rawjson import parse_body
 from beacon.ingest.trust import TrustStore
 from beacon.ingest.wallet import WalletAuthInvalid, verify_wallet_auth
 from beacon.messaging.celery_app import JOBS_QUEUE, RUN_JOB
-from beacon.messaging.events import emit
-from beacon.messaging.outbox import Publisher, enqueue, publish_fresh
+from beacon.messaging.events import first_event
+from beacon.messaging.outbox import FastPath, new_message
 from beacon.messaging.tracing import trace_headers
 from beacon.models import IdempotencyKey, Job, Nonce, OutboxMessage
 from beacon.region_names import canonical_region
@@ -57,10 +57,12 @@ log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
 _IDEMPOTENCY_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
-# Built once: the hot path only binds values (Core statements on the tables, no ORM flush).
-INSERT_JOB = insert(Job.__table__)
-INSERT_NONCE = insert(Nonce.__table__)
-INSERT_IDEMPOTENCY_KEY = insert(IdempotencyKey.__table__)
+# Built once: the hot path only binds values (Core statements, no ORM flush).
+INSERT_JOB = bound_insert(Job, "job_", (
+    "id", "status", "raw_body", "spec", "public_key", "created_at", "updated_at", "signed_spec", "signature_form",
+    "identity", "submitter_wallet", "requested", "generation", "event_seq"))
+INSERT_NONCE = bound_insert(Nonce, "nonce_", ("public_key", "nonce", "job_id", "created_at", "expires_at"))
+INSERT_IDEMPOTENCY_KEY = bound_insert(IdempotencyKey, "key_", ("key", "identity", "job_id", "created_at"))
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,13 @@ def check_timestamp_window(settings: Settings, timestamp: str) -> None:
         )
 
 
+def nonce_write(settings: Settings, public_key: str, nonce: str, job_id: str, now: datetime) -> Write:
+    """The row that spends (key, nonce) until NONCE_TTL_MINUTES from ``now`` (unique: a second use fails)."""
+    return Write(INSERT_NONCE, {
+        "nonce_public_key": public_key, "nonce_nonce": nonce, "nonce_job_id": job_id, "nonce_created_at": now,
+        "nonce_expires_at": now + timedelta(minutes=settings.nonce_ttl_minutes)})
+
+
 class Ingestor:
     """The ingest service the HTTP views call."""
 
@@ -151,7 +160,7 @@ class Ingestor:
         db: Database,
         trust: TrustStore,
         limiter: SignatureFailureLimiter,
-        publish: Publisher,
+        fast_path: FastPath,
         catalogue: dict[str, Any],
         regions: list[str],
         wallet_allowlist: frozenset[str] = frozenset(),
@@ -160,7 +169,7 @@ class Ingestor:
         self.db = db
         self.trust = trust
         self.limiter = limiter
-        self.publish = publish
+        self.fast_path = fast_path
         self.catalogue = catalogue
         self.regions = regions
         self.wallet_allowlist = wallet_allowlist
@@ -283,13 +292,15 @@ class Ingestor:
     # ------------------------------------------------------------------ storing
 
     def _accept(self, submission: Submission, raw: bytes, idempotency_key: str | None) -> Accepted:
-        accepted, message = self._store(submission, raw, idempotency_key)
-        if message is not None:
-            publish_fresh(self.db, self.publish, message)
+        accepted, written = self._store(submission, raw, idempotency_key)
+        if written is not None:
+            message, event = written
+            self.fast_path.add(message, [event])
             log.info("job accepted", extra={"job_id": accepted.job_id, "signature_form": submission.verified.form.name})
         return accepted
 
-    def _store(self, sub: Submission, raw: bytes, idempotency_key: str | None) -> tuple[Accepted, OutboxMessage | None]:
+    def _store(self, sub: Submission, raw: bytes, idempotency_key: str | None
+               ) -> tuple[Accepted, tuple[OutboxMessage, dict] | None]:
         """Insert optimistically; a unique-key conflict is then explained in DESIGN's order."""
         now = utcnow()
         job_id = sub.signed_id or sub.offered_id or generated_job_id(
@@ -330,28 +341,29 @@ class Ingestor:
             return None, session.get(Job, job_id) is not None
 
     def _insert(self, sub: Submission, job_id: str, raw: bytes, idempotency_key: str | None,
-                now: datetime) -> OutboxMessage:
-        """Job, nonce, idempotency key and outbox row in one transaction."""
+                now: datetime) -> tuple[OutboxMessage, dict]:
+        """Job, nonce, idempotency key, the job's first event and the outbox row, written together
+        (one statement on Postgres); returns the row to publish and the event to fan out."""
         identity = sub.verified.identity
-        executed = {**sub.spec.document, "id": job_id}
-        with self.db.session() as session:
-            session.execute(INSERT_JOB, {
-                "id": job_id, "status": JobStatus.QUEUED, "raw_body": raw.decode("utf-8"), "spec": executed,
-                "public_key": sub.public_key, "created_at": now, "updated_at": now,
-                "signed_spec": sub.signed_text, "signature_form": sub.verified.form.name, "identity": identity,
-                "submitter_wallet": sub.wallet, "requested": sub.requested,
-            })
-            session.execute(INSERT_NONCE, {
-                "public_key": sub.public_key, "nonce": sub.spec.nonce, "job_id": job_id, "created_at": now,
-                "expires_at": now + timedelta(minutes=self.settings.nonce_ttl_minutes),
-            })
-            if idempotency_key is not None:
-                session.execute(INSERT_IDEMPOTENCY_KEY, {
-                    "key": _scoped(sub.public_key, idempotency_key), "identity": identity, "job_id": job_id,
-                    "created_at": now,
-                })
-            emit(session, job_id, "job.queued", {"status": JobStatus.QUEUED, "submitter": sub.wallet or sub.public_key})
-            return enqueue(session, RUN_JOB, JOBS_QUEUE, [job_id], trace_headers())  # the request's trace
+        queued, event = first_event(job_id, "job.queued",
+                                    {"status": JobStatus.QUEUED, "submitter": sub.wallet or sub.public_key}, now)
+        run_job, message = new_message(RUN_JOB, JOBS_QUEUE, [job_id], trace_headers())  # the request's trace
+        writes = [
+            Write(INSERT_JOB, {
+                "job_id": job_id, "job_status": JobStatus.QUEUED, "job_raw_body": raw.decode("utf-8"),
+                "job_spec": {**sub.spec.document, "id": job_id}, "job_public_key": sub.public_key,
+                "job_created_at": now, "job_updated_at": now, "job_signed_spec": sub.signed_text,
+                "job_signature_form": sub.verified.form.name, "job_identity": identity,
+                "job_submitter_wallet": sub.wallet, "job_requested": sub.requested, "job_generation": 1,
+                "job_event_seq": 1}),
+            nonce_write(self.settings, sub.public_key, sub.spec.nonce, job_id, now),
+            *([Write(INSERT_IDEMPOTENCY_KEY, {
+                "key_key": _scoped(sub.public_key, idempotency_key), "key_identity": identity, "key_job_id": job_id,
+                "key_created_at": now})] if idempotency_key is not None else []),
+            queued, run_job,
+        ]
+        *_, event["id"], message_id = self.db.write_together(writes)
+        return OutboxMessage(id=message_id, **message), event
 
 
 CROSS_REGION_FIELDS = {"jobspec", "target_regions", "min_regions", "min_success_rate", "enable_analysis"}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -28,6 +29,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from beacon.db import Write, bound_insert
 from beacon.models import Event, Job
 from beacon.redis_clients import redis_client
 from beacon.timeutil import isoformat, utcnow
@@ -40,6 +42,7 @@ _JOBS, _EVENTS = Job.__table__, Event.__table__
 _BUMP = (update(_JOBS).where(_JOBS.c.id == bindparam("job_id"))
          .values(event_seq=_JOBS.c.event_seq + 1).returning(_JOBS.c.event_seq))
 _INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
+_INSERT_FIRST = bound_insert(Event, "event_", ("job_id", "seq", "type", "time", "data")).returning(_EVENTS.c.id)
 
 TERMINAL_JOB_EVENTS = ("job.completed", "job.failed", "job.cancelled")
 
@@ -58,6 +61,16 @@ def emit(session: Session, job_id: str, event_type: str, data: dict[str, Any] | 
     event = {"id": row_id, "seq": seq, "type": event_type, "job_id": job_id, "time": isoformat(now), "data": payload}
     session.info.setdefault(_PENDING, []).append(event)
     return event
+
+
+def first_event(job_id: str, event_type: str, data: dict[str, Any], now: datetime) -> tuple[Write, dict]:
+    """The first event of a job being inserted with ``event_seq`` 1 (no bump: nothing else can see the
+    job yet): its write (returning the event's id) for the caller's ``write_together``, and the
+    event, whose ``id`` the caller sets before :func:`publish_events`."""
+    payload = {"job_id": job_id, **data}
+    write = Write(_INSERT_FIRST, {"event_job_id": job_id, "event_seq": 1, "event_type": event_type, "event_time": now,
+                                  "event_data": payload})
+    return write, {"id": None, "seq": 1, "type": event_type, "job_id": job_id, "time": isoformat(now), "data": payload}
 
 
 def event_view(row: Event) -> dict[str, Any]:
@@ -105,19 +118,27 @@ def _redis_url() -> str | None:
 @sa_event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
-    if not pending:
-        return
-    url = session.info.get("beacon.redis_url") or _redis_url()
+    if pending:
+        publish_events(pending, session.info.get("beacon.redis_url"))
+
+
+def publish_events(events: list[dict], url: str | None = None) -> None:
+    """Fan committed events out on ``beacon:events`` (``url``, else this process's Redis); never raises:
+    the table has them, and live readers fill a gap from it."""
+    url = url or _redis_url()
     if not url:
         return
     try:
         client = redis_client(url)
+        if len(events) == 1:
+            client.publish(EVENTS_CHANNEL, json.dumps(events[0]))
+            return
         pipe = client.pipeline(transaction=False)
-        for event in pending:
+        for event in events:
             pipe.publish(EVENTS_CHANNEL, json.dumps(event))
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("events not published: redis unavailable", extra={"events": len(pending), "error": str(exc)})
+        log.warning("events not published: redis unavailable", extra={"events": len(events), "error": str(exc)})
 
 
 @sa_event.listens_for(Session, "after_rollback")

@@ -13,7 +13,7 @@ whatever the action then finds.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from beacon.crypto.signing import canonical_public_key, verify
 from beacon.db import Database
 from beacon.errors import Forbidden, Invalid, Unauthorized, ValidationError
-from beacon.ingest.ingestor import INSERT_NONCE, check_timestamp_window
+from beacon.ingest.ingestor import check_timestamp_window, nonce_write
 from beacon.ingest.trust import TrustStore
 from beacon.models import Job
 from beacon.operations.access import Actor, bearer_token, require_role
@@ -49,11 +49,7 @@ def check_current_trust(trust: TrustStore, wallet_allowlist: frozenset[str], job
 def consume_nonce(db: Database, settings: Settings, public_key: str, nonce: str, job_id: str, now: datetime) -> None:
     """Record (key, nonce) once; a second use is ``replay_detected``."""
     try:
-        with db.session() as session:
-            session.execute(INSERT_NONCE, {
-                "public_key": public_key, "nonce": nonce, "job_id": job_id, "created_at": now,
-                "expires_at": now + timedelta(minutes=settings.nonce_ttl_minutes),
-            })
+        db.write_together([nonce_write(settings, public_key, nonce, job_id, now)])
     except IntegrityError:
         raise Invalid("replay_detected", "this nonce was already used with this key") from None
 

@@ -31,7 +31,7 @@ from beacon.models import Execution, Job, OutboxMessage
 from beacon.timeutil import utcnow
 from tests.conftest import REDIS_BASE_URL, REDIS_IDLE_DB
 from tests.factories import body, make_spec
-from tests.support import serve_wsgi, spare_port
+from tests.support import serve_wsgi, spare_port, wait_fast_path
 
 TOKENS = {"viewer": "view-secret", "operator": "op-secret", "admin": "admin-secret"}
 ROUTES = [  # method, path, minimum role
@@ -65,6 +65,7 @@ class Api:
     def queued_job(self) -> str:
         response = self.submit()
         assert response.status_code == 202, response.text
+        wait_fast_path(self.db.url)  # its run_job is on the jobs queue
         return response.json()["id"]
 
     def running_job(self) -> str:

@@ -30,6 +30,7 @@ from tests.support import (
     run_together,
     serve_wsgi,
     spare_port,
+    wait_fast_path,
     wait_for,
 )
 
@@ -119,6 +120,7 @@ def test_scrape_time_jobs_outbox_and_queue_depth(make_settings, clean_db, redis_
                                  RATE_LIMIT_REDIS_URL=redis_urls["limits"], TRUSTED_KEYS_FILE=trusted_keys_file)
         with serve_wsgi(create_app(settings)) as base:
             jobs = [submit(base, keypair) for _ in range(2)]  # no worker here: run_job waits in the queue
+            wait_fast_path(clean_db)
             with database_for(clean_db).session() as session:
                 stuck = enqueue(session, "beacon.run_job", "jobs", [jobs[0]])
                 session.execute(update(OutboxMessage).where(OutboxMessage.id == stuck.id)

@@ -303,7 +303,7 @@ def test_one_trace_from_the_request_through_run_job_to_each_unit_and_through_the
     with fresh.db.session() as session:
         stored = session.scalar(select(OutboxMessage.headers).where(OutboxMessage.args == [job_id]))
     assert stored["sentry-trace"].startswith(f"{trace_id}-"), "ingest keeps the request's trace with the row"
-    expected = sorted(["/api/v1/jobs", RUN_JOB, EXECUTE_UNIT, EXECUTE_UNIT, EXECUTE_UNIT])
+    expected = sorted(["/api/v1/jobs", f"publish {RUN_JOB}", RUN_JOB, EXECUTE_UNIT, EXECUTE_UNIT, EXECUTE_UNIT])
     wait_for(lambda: in_trace(sink, trace_id) == expected, what=f"the job's transactions in trace {trace_id}")
 
     # A row the relay publishes later continues the trace stored with it, not the relay task's.
