@@ -43,9 +43,9 @@ def _transport_options(settings: Settings, request_path: bool) -> dict:
             "polling_interval": 0.05,
         }
     # Longer than the longest job (60 min) so the broker never redelivers a unit still running;
-    # the beat sweeper recovers crashed units far sooner through their leases. On the request path
-    # (the API's fast-path publish) a hung broker must cost no more than a dead one: the outbox
-    # relay publishes whatever that publish could not.
+    # the beat sweeper recovers crashed units far sooner through their leases. In the API (its
+    # fast-path publish, off the request, and the request's own calls) a hung broker must cost no
+    # more than a dead one: the outbox relay publishes whatever the fast path could not.
     timeout = REQUEST_PATH_TIMEOUT_SECONDS if request_path else 5
     return {"visibility_timeout": 2 * 60 * 60, "socket_timeout": timeout, "socket_connect_timeout": timeout}
 
