@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Iterable
@@ -60,15 +61,16 @@ def enqueue(session: Session, task: str, queue: str, args: list, headers: dict |
 
 def celery_batch_publisher(celery_app) -> BatchPublisher:  # noqa: ANN001
     """Publish rows as Celery task messages through one pooled producer, as one batch, each in the
-    trace stored with it (a ``publish <task>`` transaction); no retry (a failure leaves the rows to
-    the relay)."""
+    trace stored with it (a ``publish <task>`` transaction; none when tracing is off); no retry (a
+    failure leaves the rows to the relay)."""
 
     def publish(messages: list[OutboxMessage]) -> None:
         with celery_app.producer_or_acquire() as producer, producer.batch():
             for message in messages:
-                with continued_trace(message.headers or {}, f"publish {message.task}"):
+                headers = dict(message.headers or {})
+                with continued_trace(headers, f"publish {message.task}") if headers else nullcontext():
                     celery_app.send_task(message.task, args=list(message.args), queue=message.queue,
-                                         headers=dict(message.headers or {}), producer=producer, retry=False)
+                                         headers=headers, producer=producer, retry=False)
 
     return publish
 
