@@ -9,7 +9,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import Insert, create_engine, event, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -83,8 +83,12 @@ class Database:
         ctes = [stmt.cte(f"write_{i}") for i, stmt in enumerate(statements)]
         columns = [select(cte.c[0]).limit(1).scalar_subquery() if stmt.exported_columns else literal(None)
                    for stmt, cte in zip(statements, ctes)]
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        with self.autocommitted() as connection:
             return list(connection.execute(select(*columns).add_cte(*ctes)).one())
+
+    def autocommitted(self) -> Connection:
+        """A connection whose every statement commits on its own: no BEGIN or COMMIT round trip."""
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 @lru_cache(maxsize=None)

@@ -38,7 +38,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import DateTime, Float, and_, bindparam, case, delete, exists, func, null, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -53,9 +71,9 @@ from beacon.execution.providers.inflight import SHUTDOWN, CallAborts, RegionSlot
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.celery_app import EXECUTE_UNIT, region_queue
-from beacon.messaging.events import emit
+from beacon.messaging.events import emit, publish_events
 from beacon.messaging.outbox import enqueue
-from beacon.models import Execution, Job, WorkerHeartbeat
+from beacon.models import Event, Execution, Job, WorkerHeartbeat
 from beacon.resources.jobs import get_job, require_state
 from beacon.settings import Settings
 from beacon.statuses import OPEN_JOB, OPEN_UNIT, Classification, JobStatus, UnitOutcome, UnitStatus
@@ -226,9 +244,47 @@ _CLAIM_JOINED = (
     .values(status=UnitStatus.RUNNING, claimed_at=_NOW, started_at=_NOW,
             lease_expires_at=_CALL_ENDS + _seconds(bindparam("margin", type_=Float)),
             attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
-    .returning(*_CLAIMED, _JOBS.c.id.label("job_id"), _JOBS.c.deadline_at, _JOBS.c.provider_timeout_ms,
-               _UNITS.c.lease_expires_at)
+    .returning(*_CLAIMED, _UNITS.c.id, _JOBS.c.id.label("job_id"), _JOBS.c.deadline_at,
+               _JOBS.c.provider_timeout_ms, _UNITS.c.lease_expires_at)
+    .cte("claimed")
 )
+_EVENTS = Event.__table__
+
+
+def _with_event(change, job_id, event_type, data, when=None):  # noqa: ANN001, ANN202
+    """The event of ``change`` (a data-modifying CTE of at most one row, the unit's) in the same
+    statement: the job's ``event_seq`` bumped, then the event row with that seq, as ``emit`` does in
+    a transaction (the job row's lock orders the job's events by commit). Nothing when ``change``
+    changed no row, or ``when`` (over ``change``'s columns) does not hold. Returns (seq, event) CTEs."""
+    changed = select(job_id).select_from(change)
+    if when is not None:
+        changed = changed.where(when)
+    seq = (update(_JOBS).where(_JOBS.c.id == changed.scalar_subquery())
+           .values(event_seq=_JOBS.c.event_seq + 1).returning(_JOBS.c.id, _JOBS.c.event_seq).cte("seq"))
+    event = (insert(_EVENTS).from_select(
+        ["job_id", "seq", "type", "time", "data"],
+        select(seq.c.id, seq.c.event_seq, cast(event_type, Text), bindparam("event_time", type_=_NOW.type),
+               data).select_from(seq.join(change, true())),
+    ).returning(_EVENTS.c.id).cte("event"))
+    return seq, event
+
+
+def _json_object(**values):  # noqa: ANN003, ANN202
+    return func.jsonb_build_object(*(part for key, value in values.items() for part in (cast(literal(key), Text), value)))
+
+
+# Postgres: the claim and its ``unit.started`` event in one autocommitted statement (the technique
+# of ``Database.write_together``). A claim that used the unit's last attempt writes no event here:
+# ``_dead_letter`` fails the unit next.
+_STARTS = _CLAIM_JOINED.c.attempts - _CLAIM_JOINED.c.provider_retries <= bindparam("max_attempts")
+_STARTED_SEQ, _STARTED_EVENT = _with_event(
+    _CLAIM_JOINED, _CLAIM_JOINED.c.job_id, literal("unit.started"),
+    _json_object(job_id=_CLAIM_JOINED.c.job_id, execution_id=_CLAIM_JOINED.c.id, region=_CLAIM_JOINED.c.region,
+                 model_id=_CLAIM_JOINED.c.model_id, question_id=_CLAIM_JOINED.c.question_id,
+                 attempts=_CLAIM_JOINED.c.attempts, status=cast(literal(UnitStatus.RUNNING), Text)),
+    when=_STARTS)
+_CLAIM_WITH_EVENT = select(_CLAIM_JOINED, _STARTED_SEQ.c.event_seq, _STARTED_EVENT.c.id.label("event_id")).select_from(
+    _CLAIM_JOINED.outerjoin(_STARTED_SEQ, true()).outerjoin(_STARTED_EVENT, true()))
 # A delivery that held the claim before the database went away takes it up again (same attempt).
 _RESUME = (
     update(_UNITS)
@@ -257,6 +313,18 @@ _CLAIM_FINALIZE_DONE = update(_JOBS).where(
 _CLAIM_FINALIZE_DEADLINE = update(_JOBS).where(
     _FINALIZABLE, _JOBS.c.deadline_at <= bindparam("now")
 ).values(finalizing_at=bindparam("now"))
+_COMPLETE = select(_JOBS.c.id).where(_FINALIZABLE, ~exists().where(_UNITS.c.job_id == _JOBS.c.id, _OPEN))
+
+
+def finalize_if_complete(db: Database, settings: Settings, job_id: str) -> str | None:
+    """What a unit's delivery does once its outcome is recorded: finalise the job if no unit is open.
+
+    The check is one autocommitted read, no lock, made after the outcome committed: of a job's
+    last units recorded concurrently, the one that commits last sees them all terminal (others
+    may too); :func:`finalize_job` claims the job once, whoever else tries."""
+    with db.autocommitted() as connection:
+        complete = connection.execute(_COMPLETE, {"job_id": job_id}).first() is not None
+    return finalize_job(db, settings, job_id) if complete else None
 
 
 def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: datetime | None = None,
@@ -273,21 +341,26 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
     """
     now = now or utcnow()
     margin = settings.unit_lease_margin_seconds
-    if held_since is None and not settings.embedded:
-        with db.session() as session:  # one statement: the job's state, its deadline and the lease
-            execution = session.execute(_CLAIM_JOINED, {"execution_id": execution_id, "now": now, "margin": margin,
-                                                        "worker": worker}).one_or_none()
-            if execution is None:
-                return None
-            call_timeout = min(execution.provider_timeout_ms / 1000, (execution.deadline_at - now).total_seconds())
-            if execution.attempts - execution.provider_retries > settings.max_unit_attempts:
+    if held_since is None and db.is_postgres:
+        # One autocommitted statement: the job's state, its deadline, the lease and the event.
+        with db.autocommitted() as connection:
+            execution = connection.execute(_CLAIM_WITH_EVENT, {
+                "execution_id": execution_id, "now": now, "margin": margin, "worker": worker,
+                "max_attempts": settings.max_unit_attempts, "event_time": now}).one_or_none()
+        if execution is None:
+            return None
+        if execution.event_id is None:  # this claim used the last attempt
+            with db.session() as session:
                 return _dead_letter(session, settings, execution.job_id, execution_id, execution, now)
-            emit(session, execution.job_id, "unit.started",
-                 unit_event(execution_id, execution, status=UnitStatus.RUNNING))
-            return Claim(execution_id, execution.job_id, execution.region, execution.model_id, execution.question_id,
-                         execution.prompt, execution.attempts, now, call_timeout, execution.deadline_at,
-                         provider_retries=execution.provider_retries, lease_until=execution.lease_expires_at,
-                         lease_margin_s=margin)
+        publish_events([{"id": execution.event_id, "seq": execution.event_seq, "type": "unit.started",
+                         "job_id": execution.job_id, "time": isoformat(now),
+                         "data": {"job_id": execution.job_id,
+                                  **unit_event(execution_id, execution, status=UnitStatus.RUNNING)}}])
+        call_timeout = min(execution.provider_timeout_ms / 1000, (execution.deadline_at - now).total_seconds())
+        return Claim(execution_id, execution.job_id, execution.region, execution.model_id, execution.question_id,
+                     execution.prompt, execution.attempts, now, call_timeout, execution.deadline_at,
+                     provider_retries=execution.provider_retries, lease_until=execution.lease_expires_at,
+                     lease_margin_s=margin)
     with db.session() as session:
         job = session.execute(_CLAIM_JOB, {"execution_id": execution_id}).one_or_none()
         if job is None or job.status != JobStatus.RUNNING or job.finalizing_at is not None:
@@ -315,20 +388,25 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
                      provider_retries=execution.provider_retries, lease_until=lease_until, lease_margin_s=margin)
 
 
-def _dead_letter(session, settings: Settings, job_id: str, execution_id: int, execution, now: datetime) -> Claim:  # noqa: ANN001
-    """The unit's claims ended without any outcome MAX_UNIT_ATTEMPTS times: fail it as ``poison``."""
+def _dead_letter(session, settings: Settings, job_id: str, execution_id: int, execution,  # noqa: ANN001
+                 now: datetime) -> Claim | None:
+    """The unit's claims ended without any outcome MAX_UNIT_ATTEMPTS times: fail it as ``poison``
+    (while the claim stamped ``now`` holds it; None when it no longer does)."""
     execution_failure = {
         "code": "poison", "transient": False, "stage": "claim", "region": execution.region,
         "model": execution.model_id, "provider": execution.provider,
         "message": f"unit used all {settings.max_unit_attempts} attempts without an answer",
         "dead_letter": True, "last_error": execution.failure,
     }
-    session.execute(
-        update(_UNITS).where(_UNITS.c.id == execution_id)
+    failed = session.execute(
+        update(_UNITS).where(_HELD)
         .values(status=UnitStatus.FAILED, completed_at=now, duration_ms=0, lease_expires_at=None,
                 attempts=execution.attempts - 1,  # this claim did not run
-                failure=execution_failure, classification=Classification.TECHNICAL_FAILURE)
-    )
+                failure=execution_failure, classification=Classification.TECHNICAL_FAILURE),
+        {"execution_id": execution_id, "held_since": now},
+    ).rowcount
+    if not failed:
+        return None
     emit(session, job_id, "unit.failed", unit_event(execution_id, execution, status=UnitStatus.FAILED, error="poison"))
     log.warning("unit dead-lettered", extra={"job_id": job_id, "execution_id": execution_id})
     return Claim(execution_id, job_id, execution.region, execution.model_id, execution.question_id,
@@ -348,16 +426,42 @@ def call_deadline(claim: Claim) -> float:
     return mono + left
 
 
-def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: str, data: dict) -> bool:
-    """UPDATE the unit with ``values`` while ``claim`` holds it, and write ``event`` in the same transaction.
+def _recording(change):  # noqa: ANN001, ANN202
+    """Postgres: ``change`` (an UPDATE of the held unit) and its event in one statement (``_with_event``)."""
+    recorded = change.returning(_UNITS.c.job_id).cte("recorded")
+    seq, event = _with_event(recorded, recorded.c.job_id, bindparam("event_type"),
+                             bindparam("event_data", type_=_EVENTS.c.data.type))
+    return select(seq.c.event_seq, event.c.id).select_from(recorded.outerjoin(seq, true()).outerjoin(event, true()))
+
+
+_RECORD_ANSWER = _recording(update(_UNITS).where(_HELD).values(**_RECORD_ANSWER_VALUES))
+
+
+def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: str, data: dict,
+                 recording=None) -> bool:  # noqa: ANN001
+    """UPDATE the unit with ``values`` while ``claim`` holds it, and write ``event`` with it: one
+    autocommitted statement on Postgres (``recording``: the statement, when built once), one
+    transaction elsewhere.
 
     Whether this made the job's last open unit terminal is left to finalisation's own check (a
-    conditional UPDATE after this commit): deciding it here needs the job's row lock, which
-    serialised the recording of a large job's units (a 480-unit job on 64 threads took 40 % longer)."""
+    read after this commit, :func:`finalize_if_complete`): deciding it here would need the job's row lock
+    before the statement's snapshot, which one statement cannot take."""
     held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at, **params}
-    with db.session() as session:
-        return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount) and bool(
-            emit(session, claim.job_id, event, data))
+    change = update(_UNITS).where(_HELD).values(**values)
+    if not db.is_postgres:
+        with db.session() as session:
+            return bool(session.execute(change, held).rowcount) and bool(emit(session, claim.job_id, event, data))
+    now = utcnow()
+    payload = {"job_id": claim.job_id, **data}
+    with db.autocommitted() as connection:
+        row = connection.execute(recording if recording is not None else _recording(change), {
+            **held, "event_type": event, "event_time": now, "event_data": payload}).one_or_none()
+    if row is None:
+        return False
+    seq, event_id = row
+    publish_events([{"id": event_id, "seq": seq, "type": event, "job_id": claim.job_id, "time": isoformat(now),
+                     "data": payload}])
+    return True
 
 
 def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
@@ -378,7 +482,7 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
         "provider_receipt": provider_receipt, "finish_reason": finish_reason,
         "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
     }, "unit.completed", unit_event(claim.execution_id, claim, status=UnitStatus.COMPLETED,
-                                    classification=classification, duration_ms=duration_ms))
+                                    classification=classification, duration_ms=duration_ms), _RECORD_ANSWER)
 
 
 def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
@@ -528,7 +632,9 @@ def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, 
 
 def _finalize(db: Database, settings: Settings, job_id: str, *, deadline: bool = False) -> str | None:
     try:
-        return finalize_job(db, settings, job_id, deadline=deadline)
+        if deadline:
+            return finalize_job(db, settings, job_id, deadline=True)
+        return finalize_if_complete(db, settings, job_id)
     except Exception as exc:
         if is_db_unavailable(exc):
             raise DatabaseUnavailable({"finalize": job_id, "deadline": deadline}, exc) from exc

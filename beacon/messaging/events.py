@@ -105,19 +105,27 @@ def _redis_url() -> str | None:
 @sa_event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
-    if not pending:
-        return
-    url = session.info.get("beacon.redis_url") or _redis_url()
+    if pending:
+        publish_events(pending, session.info.get("beacon.redis_url"))
+
+
+def publish_events(events: list[dict], url: str | None = None) -> None:
+    """Fan committed events out on ``beacon:events`` (``url``, else this process's Redis); never raises:
+    the table has them, and live readers fill a gap from it."""
+    url = url or _redis_url()
     if not url:
         return
     try:
         client = redis_client(url)
+        if len(events) == 1:
+            client.publish(EVENTS_CHANNEL, json.dumps(events[0]))
+            return
         pipe = client.pipeline(transaction=False)
-        for event in pending:
+        for event in events:
             pipe.publish(EVENTS_CHANNEL, json.dumps(event))
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("events not published: redis unavailable", extra={"events": len(pending), "error": str(exc)})
+        log.warning("events not published: redis unavailable", extra={"events": len(events), "error": str(exc)})
 
 
 @sa_event.listens_for(Session, "after_rollback")

@@ -11,10 +11,12 @@ from sqlalchemy import select, update
 
 from app import create_app
 from beacon.crypto.signing import KeyPair, sign_document
+from beacon.db import database_for
+from beacon.execution import engine
 from beacon.models import Execution, Job
 from beacon.timeutil import isoformat, utcnow
 from tests.conftest import RABBITMQ_URL, REDIS_BASE_URL, REDIS_IDLE_DB
-from tests.factories import body, make_spec
+from tests.factories import body, make_spec, seed_answered_job
 from tests.faults.services import throwaway_redis
 from tests.stack import Stack, constraints
 from tests.support import WorkerProcess, serve_wsgi, wait_for
@@ -375,3 +377,75 @@ def test_no_retry_the_deadline_leaves_no_time_for(tmp_path, pg_url, clean_db, ke
         assert unit["failure"]["retries_ended"] == "deadline"
     finally:
         stack.close()
+
+
+# ----------------------------------------------------------------- finalisation after the last units, directly
+
+
+@pytest.fixture
+def two_open_units(make_settings, clean_db, keypair, tmp_path):
+    """A running job of two units (US and EU), each claimed (``engine.claim_unit``), not yet recorded."""
+
+
+    KeyPair.generate().save(tmp_path / "runner.key")
+    settings = make_settings(DATABASE_URL=clean_db, RUNNER_SIGNING_KEY=tmp_path / "runner.key", LOG_LEVEL="WARNING")
+    db = database_for(clean_db)
+    job_id = seed_answered_job(db, settings, keypair, ["math_basic"], regions=("US", "EU"))
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(provider_timeout_ms=30_000))
+        session.execute(update(Execution).where(Execution.job_id == job_id).values(
+            status="pending", attempts=0, output=None, classification=None, completed_at=None))
+        ids = sorted(session.scalars(select(Execution.id).where(Execution.job_id == job_id)))
+    claims = [engine.claim_unit(db, settings, execution_id) for execution_id in ids]
+    assert all(claims)
+    return db, settings, job_id, claims
+
+
+def record_then_finalize(db, settings, claim) -> str | None:  # noqa: ANN001
+    """What a unit's delivery does after its provider call: record the answer, then finalise if it was the last."""
+    assert engine.record_answer(db, claim, "Four.", "simulator", claim.region)
+    return engine.finalize_if_complete(db, settings, claim.job_id)
+
+
+def finalised_once(db, job_id: str) -> None:  # noqa: ANN001
+    from beacon.models import Bundle, Event, TransparencyEntry
+
+    with db.session() as session:
+        assert session.get(Job, job_id).status == "completed"
+        assert len(session.scalars(select(Bundle).where(Bundle.job_id == job_id)).all()) == 1
+        assert len(session.scalars(select(TransparencyEntry).where(TransparencyEntry.job_id == job_id)).all()) == 1
+        events = session.scalars(select(Event).where(Event.job_id == job_id).order_by(Event.seq)).all()
+    types = [e.type for e in events]
+    assert types.count("job.completed") == 1 and types.count("unit.completed") == 2
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+def test_the_last_unit_recorded_finalises_the_job_and_the_one_before_does_not(two_open_units):
+    db, settings, job_id, (first, last) = two_open_units
+    assert record_then_finalize(db, settings, first) is None  # the other unit is still open
+    assert record_then_finalize(db, settings, last) == "completed"
+    assert engine.finalize_if_complete(db, settings, job_id) is None  # a second delivery: already final
+    finalised_once(db, job_id)
+
+
+def test_two_last_units_recorded_together_finalise_the_job_exactly_once(two_open_units):
+    import threading
+
+    db, settings, job_id, claims = two_open_units
+    results: list[str | None] = []
+    together = threading.Barrier(len(claims))
+
+    def deliver(claim) -> None:  # noqa: ANN001
+        together.wait()
+        results.append(record_then_finalize(db, settings, claim))
+
+    threads = [threading.Thread(target=deliver, args=(claim,)) for claim in claims]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and results.count("completed") == 1 and results.count(None) == 1
+    finalised_once(db, job_id)
+
+    both_recorded = [engine.finalize_if_complete(db, settings, job_id) for _ in claims]  # both see the job complete
+    assert both_recorded == [None, None]
