@@ -447,15 +447,17 @@ def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: 
     read after this commit, :func:`finalize_if_complete`): deciding it here would need the job's row lock
     before the statement's snapshot, which one statement cannot take."""
     held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at, **params}
-    change = update(_UNITS).where(_HELD).values(**values)
     if not db.is_postgres:
         with db.session() as session:
-            return bool(session.execute(change, held).rowcount) and bool(emit(session, claim.job_id, event, data))
+            return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount) and bool(
+                emit(session, claim.job_id, event, data))
+    if recording is None:
+        recording = _recording(update(_UNITS).where(_HELD).values(**values))
     now = utcnow()
     payload = {"job_id": claim.job_id, **data}
     with db.autocommitted() as connection:
-        row = connection.execute(recording if recording is not None else _recording(change), {
-            **held, "event_type": event, "event_time": now, "event_data": payload}).one_or_none()
+        row = connection.execute(recording, {**held, "event_type": event, "event_time": now,
+                                             "event_data": payload}).one_or_none()
     if row is None:
         return False
     seq, event_id = row
