@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import and_, case, delete, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from beacon.db import Database
 from beacon.execution.finalisation import finalize_job
@@ -35,19 +37,23 @@ def heartbeat_timeout(settings: Settings) -> float:
     return 3 * settings.worker_heartbeat_seconds
 
 
+def _upsert_heartbeat(insert):  # noqa: ANN001, ANN202
+    statement = insert(WorkerHeartbeat.__table__)
+    return statement.on_conflict_do_update(index_elements=["worker"], set_={
+        "seen_at": statement.excluded.seen_at, "units": statement.excluded.units,
+        "started_at": statement.excluded.started_at})
+
+
+# Built once per dialect: a worker beats after every burst of messages it receives.
+_UPSERT_HEARTBEAT = {"postgresql": _upsert_heartbeat(pg_insert), "sqlite": _upsert_heartbeat(sqlite_insert)}
+
+
 def record_heartbeat(db: Database, worker: str, units: list[int], started_at: datetime) -> None:
-    """The worker ``worker`` is alive and holds the messages of ``units`` (received, not yet done)."""
-    now = utcnow()
-    values = {"worker": worker, "started_at": started_at, "seen_at": now, "units": sorted(set(units))}
-    with db.session() as session:
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        statement = upsert(WorkerHeartbeat).values(**values)
-        session.execute(statement.on_conflict_do_update(
-            index_elements=["worker"], set_={"seen_at": now, "units": values["units"], "started_at": started_at}))
+    """The worker ``worker`` is alive and holds the messages of ``units`` (received, not yet done):
+    one autocommitted statement."""
+    with db.autocommitted() as connection:
+        connection.execute(_UPSERT_HEARTBEAT[db.engine.dialect.name], {
+            "worker": worker, "started_at": started_at, "seen_at": utcnow(), "units": sorted(set(units))})
 
 
 def forget_worker(db: Database, worker: str) -> None:
