@@ -168,6 +168,7 @@ class Outcome:
     region: str | None = None
     retry_in: float = 0.0
     error: ProviderError | None = None
+    last: bool | None = None  # a recorded end: whether it left no unit of the job open (None: unknown, ask)
 
 
 class UnitObserver(Protocol):
@@ -262,7 +263,7 @@ def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, 
     if outcome.status == UnitOutcome.RETRY:
         dispatch(execution_id, outcome.region, outcome.retry_in)
     elif outcome.status in (UnitOutcome.COMPLETED, UnitOutcome.FAILED, UnitOutcome.DEAD_LETTERED):
-        finalised = _finalize(db, settings, outcome.job_id)
+        finalised = _finalize(db, settings, outcome.job_id, last=outcome.last)
     elif outcome.status == UnitOutcome.DEADLINE:
         finalised = _finalize(db, settings, outcome.job_id, deadline=True)
     if observer is not None and finalised is not None:
@@ -270,11 +271,16 @@ def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, 
     return outcome
 
 
-def _finalize(db: Database, settings: Settings, job_id: str, *, deadline: bool = False) -> str | None:
+def _finalize(db: Database, settings: Settings, job_id: str, *, deadline: bool = False,
+              last: bool | None = None) -> str | None:
+    """Finalise the job by its deadline, or once no unit is open: ``last`` says whether the recording
+    left none open (None: it could not tell, so ask)."""
     try:
         if deadline:
             return finalize_job(db, settings, job_id, deadline=True)
-        return finalize_if_complete(db, settings, job_id)
+        if last is None:
+            return finalize_if_complete(db, settings, job_id)
+        return finalize_job(db, settings, job_id) if last else None
     except Exception as exc:
         if is_db_unavailable(exc):
             raise DatabaseUnavailable({"finalize": job_id, "deadline": deadline}, exc) from exc
@@ -372,14 +378,14 @@ def _record(db: Database, claim: Claim, record: dict) -> Outcome:
                                      provider_receipt=record.get("provider_receipt"),
                                      finish_reason=record.get("finish_reason"), usage=record.get("usage"))
             if recorded:
-                return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
+                return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region, last=recorded.last)
         elif kind == "failure":
             final, error = record["final"], _error_of(record["failure"])
             recorded = record_failure(db, claim, record["failure"], record["provider"], final=final,
                                       retry_in=record["retry_in"])
             if recorded:
                 status = UnitOutcome.FAILED if final else UnitOutcome.RETRY
-                return Outcome(status, claim.job_id, claim.region, record["retry_in"], error)
+                return Outcome(status, claim.job_id, claim.region, record["retry_in"], error, recorded.last)
         elif kind == "release":
             if release_unit(db, claim):
                 log.info("unit handed back: worker shutting down",

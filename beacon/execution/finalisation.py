@@ -33,7 +33,8 @@ _COMPLETE = select(JOBS.c.id).where(_FINALIZABLE, ~exists().where(UNITS.c.job_id
 
 
 def finalize_if_complete(db: Database, settings: Settings, job_id: str) -> str | None:
-    """What a unit's delivery does once its outcome is recorded: finalise the job if no unit is open.
+    """Finalise the job if no unit is open: what a unit's delivery does once its outcome is recorded,
+    when the recording could not tell (``recording.Recorded.last``).
 
     The check is one autocommitted read, no lock, made after the outcome committed: of a job's
     last units recorded concurrently, the one that commits last sees them all terminal (others

@@ -4,16 +4,17 @@ while its claim still holds the unit, with the unit's event."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, null, select, true, update
+from sqlalchemy import bindparam, exists, null, select, true, update
 
 from beacon.db import Database
 from beacon.execution.bias import score_answer
 from beacon.execution.claims import Claim
 from beacon.execution.classify import classify
 from beacon.execution.providers import ProviderError
-from beacon.execution.store import EVENTS, HELD, UNITS, unit_event, with_event
+from beacon.execution.store import EVENTS, HELD, JOBS, OPEN, UNITS, unit_event, with_event
 from beacon.messaging.events import emit, publish_events
 from beacon.statuses import Classification, UnitStatus
 from beacon.timeutil import isoformat, utcnow
@@ -31,31 +32,48 @@ _RECORD_ANSWER_VALUES = dict(
 )
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """An outcome recorded under its claim. ``last``: whether no other unit of the job was open when
+    it committed (so the job is due for finalisation), or None when the recording could not tell."""
+
+    last: bool | None = None
+
+
 def _recording(change):  # noqa: ANN001, ANN202
-    """Postgres: ``change`` (an UPDATE of the held unit) and its event in one statement (``with_event``)."""
+    """Postgres: ``change`` (an UPDATE of the held unit) and its event in one statement (``with_event``),
+    with what the statement's snapshot saw: the job's ``event_seq`` before the bump, and whether
+    another unit of the job was open."""
     recorded = change.returning(UNITS.c.job_id).cte("recorded")
     seq, event = with_event(recorded, recorded.c.job_id, bindparam("event_type"),
                             bindparam("event_data", type_=EVENTS.c.data.type))
-    return select(seq.c.event_seq, event.c.id).select_from(recorded.outerjoin(seq, true()).outerjoin(event, true()))
+    seen = select(JOBS.c.event_seq).where(JOBS.c.id == recorded.c.job_id).scalar_subquery()
+    others_open = exists().where(UNITS.c.job_id == recorded.c.job_id, UNITS.c.id != bindparam("execution_id"), OPEN)
+    return select(seq.c.event_seq, event.c.id, seen, others_open).select_from(
+        recorded.outerjoin(seq, true()).outerjoin(event, true()))
 
 
 _RECORD_ANSWER = _recording(update(UNITS).where(HELD).values(**_RECORD_ANSWER_VALUES))
 
 
 def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: str, data: dict,
-                 recording=None) -> bool:  # noqa: ANN001
+                 recording=None) -> Recorded | None:  # noqa: ANN001
     """UPDATE the unit with ``values`` while ``claim`` holds it, and write ``event`` with it: one
     autocommitted statement on Postgres (``recording``: the statement, when built once), one
-    transaction elsewhere.
+    transaction elsewhere. None when the claim no longer holds the unit.
 
-    Whether this made the job's last open unit terminal is left to finalisation's own check (a
-    read after this commit, :func:`finalize_if_complete`): deciding it here would need the job's row lock
-    before the statement's snapshot, which one statement cannot take."""
+    On Postgres the statement also tells whether the job was left without an open unit, when its
+    snapshot is known to be the state it committed on: every change that makes a unit of a running
+    job terminal bumps the job's ``event_seq`` with it (its event), under the job row's lock, so
+    if the bump here is the snapshot's ``event_seq`` + 1, no such change committed between the
+    snapshot and this statement taking the lock, and none can commit before this one does. Else
+    (``last`` None) finalisation asks after this commit (:func:`finalize_if_complete`)."""
     held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at, **params}
     if not db.is_postgres:
         with db.session() as session:
-            return bool(session.execute(update(UNITS).where(HELD).values(**values), held).rowcount) and bool(
+            changed = bool(session.execute(update(UNITS).where(HELD).values(**values), held).rowcount) and bool(
                 emit(session, claim.job_id, event, data))
+        return Recorded() if changed else None
     if recording is None:
         recording = _recording(update(UNITS).where(HELD).values(**values))
     now = utcnow()
@@ -64,16 +82,16 @@ def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: 
         row = connection.execute(recording, {**held, "event_type": event, "event_time": now,
                                              "event_data": payload}).one_or_none()
     if row is None:
-        return False
-    seq, event_id = row
+        return None
+    seq, event_id, seen, others_open = row
     publish_events([{"id": event_id, "seq": seq, "type": event, "job_id": claim.job_id, "time": isoformat(now),
                      "data": payload}])
-    return True
+    return Recorded(last=not others_open if seq == seen + 1 else None)
 
 
 def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
                   region_flag: str | None = None, provider_receipt: dict | None = None,
-                  finish_reason: str | None = None, usage: dict | None = None) -> bool:
+                  finish_reason: str | None = None, usage: dict | None = None) -> Recorded | None:
     """Record the answer, its classification and its bias score (``beacon.execution.bias``) while
     the claim still holds the unit's lease. ``provider`` is the backend that answered (the hybrid
     router's ``provider_used`` when it reports one); ``region_flag`` and ``provider_receipt`` are
@@ -93,7 +111,7 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
 
 
 def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
-                   retry_in: float = 0.0) -> bool:
+                   retry_in: float = 0.0) -> Recorded | None:
     """Fail the unit (``final``) or hand it back as ``pending`` for a retry in ``retry_in`` seconds
     (counted in ``provider_retries``, not as a lost claim)."""
     now = utcnow()

@@ -401,10 +401,28 @@ def two_open_units(make_settings, clean_db, keypair, tmp_path):
     return db, settings, job_id, claims
 
 
-def record_then_finalize(db, settings, claim) -> str | None:  # noqa: ANN001
-    """What a unit's delivery does after its provider call: record the answer, then finalise if it was the last."""
-    assert engine.record_answer(db, claim, "Four.", "simulator", claim.region)
-    return engine.finalize_if_complete(db, settings, claim.job_id)
+class Finalised:
+    """A unit observer noting the job's finalisation (its status) by the delivery."""
+
+    status: str | None = None
+
+    def claimed(self, claim) -> None: ...  # noqa: ANN001
+    def outcome(self, outcome) -> None: ...  # noqa: ANN001
+
+    def finalised(self, status: str | None) -> None:
+        self.status = status
+
+
+def record_then_finalize(db, settings, claim):  # noqa: ANN001, ANN201
+    """The rest of a unit's delivery after its provider call answered (``step_unit`` taking up a
+    delivery with the answer to record): record it, then finalise the job if no unit is left open.
+    Returns the outcome and the job's status when this delivery finalised it."""
+    answer = {"kind": "answer", "output": "Four.", "provider": "simulator", "served_region": claim.region}
+    finalised = Finalised()
+    outcome = engine.step_unit(db, settings, None, claim.execution_id, None, observer=finalised,
+                               resume={"claim": claim.to_resume(), "record": answer})
+    assert outcome.status == "completed"
+    return outcome, finalised.status
 
 
 def finalised_once(db, job_id: str) -> None:  # noqa: ANN001
@@ -422,8 +440,10 @@ def finalised_once(db, job_id: str) -> None:  # noqa: ANN001
 
 def test_the_last_unit_recorded_finalises_the_job_and_the_one_before_does_not(two_open_units):
     db, settings, job_id, (first, last) = two_open_units
-    assert record_then_finalize(db, settings, first) is None  # the other unit is still open
-    assert record_then_finalize(db, settings, last) == "completed"
+    outcome, status = record_then_finalize(db, settings, first)
+    assert (outcome.last, status) == (False, None)  # the recording saw the other unit open, nothing in between
+    outcome, status = record_then_finalize(db, settings, last)
+    assert (outcome.last, status) == (True, "completed")
     assert engine.finalize_if_complete(db, settings, job_id) is None  # a second delivery: already final
     finalised_once(db, job_id)
 
@@ -432,20 +452,50 @@ def test_two_last_units_recorded_together_finalise_the_job_exactly_once(two_open
     import threading
 
     db, settings, job_id, claims = two_open_units
-    results: list[str | None] = []
+    statuses: list[str | None] = []
     together = threading.Barrier(len(claims))
 
     def deliver(claim) -> None:  # noqa: ANN001
         together.wait()
-        results.append(record_then_finalize(db, settings, claim))
+        statuses.append(record_then_finalize(db, settings, claim)[1])
 
     threads = [threading.Thread(target=deliver, args=(claim,)) for claim in claims]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(results) == 2 and results.count("completed") == 1 and results.count(None) == 1
+    assert len(statuses) == 2 and statuses.count("completed") == 1 and statuses.count(None) == 1
     finalised_once(db, job_id)
 
-    both_recorded = [engine.finalize_if_complete(db, settings, job_id) for _ in claims]  # both see the job complete
-    assert both_recorded == [None, None]
+
+def test_a_unit_ended_while_the_last_one_is_recorded_is_seen_and_the_job_finalised(two_open_units):
+    """The race the recording statement must not lose: the other unit ends (its event bumping the job's
+    event_seq) after the statement's snapshot, which still shows it open. The statement waits for the
+    job row, sees the bump it did not expect, and leaves the question to a read after its commit."""
+    import threading
+
+    from beacon.execution.classify import classify
+    from beacon.messaging.events import emit
+
+    db, settings, job_id, (other, last) = two_open_units
+    results = []
+    with db.session() as session:  # the other unit ends; its transaction holds the job row until commit
+        session.execute(update(Execution).where(Execution.id == other.execution_id).values(
+            status="completed", output="Four.", classification=classify("Four.", failed=False)))
+        emit(session, job_id, "unit.completed", {"execution_id": other.execution_id})
+        delivery = threading.Thread(target=lambda: results.append(record_then_finalize(db, settings, last)))
+        delivery.start()
+        wait_for(lambda: waiting_on_a_lock(db) > 0, what="the recording statement waiting for the job row")
+    delivery.join()
+    [(outcome, status)] = results
+    assert (outcome.last, status) == (None, "completed")
+    with db.session() as session:
+        assert session.get(Job, job_id).status == "completed"
+
+
+def waiting_on_a_lock(db) -> int:  # noqa: ANN001
+    from sqlalchemy import text
+
+    with db.session() as session:
+        return session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND wait_event_type = 'Lock'"))
