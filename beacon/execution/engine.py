@@ -59,7 +59,7 @@ from beacon.execution.providers.base import ProviderAborted
 from beacon.execution.providers.inflight import SHUTDOWN, CallAborts, RegionSlots
 from beacon.execution.recording import record_answer as record_answer
 from beacon.execution.recording import record_failure, release_unit
-from beacon.execution.store import UNITS, DispatchUnit, stored_spec
+from beacon.execution.store import JOBS, UNITS, DispatchUnit, stored_spec
 from beacon.execution.sweep import forget_worker as forget_worker
 from beacon.execution.sweep import record_heartbeat as record_heartbeat
 from beacon.execution.sweep import sweep as sweep
@@ -117,15 +117,15 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
     """``queued → running``, insert the units, dispatch them (in one batch through ``dispatch_many``
     when given). Returns units dispatched (0: a no-op)."""
     now = utcnow()
-    with db.session() as session:
-        job = session.get(Job, job_id)
+    with db.session() as session:  # Core statements on the tables: no ORM load, flush or bulk-insert path
+        job = session.execute(select(JOBS.c.spec, JOBS.c.generation).where(JOBS.c.id == job_id)).one_or_none()
         if job is None:
             log.warning("run_job for an unknown job", extra={"job_id": job_id})
             return 0
-        spec = stored_spec(job, settings)
+        spec = stored_spec(job.spec, settings)
         moved = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.QUEUED)
             .values(status=JobStatus.RUNNING, started_at=now, updated_at=now,
                     deadline_at=now + timedelta(seconds=spec.timeout_s),
                     provider_timeout_ms=int(spec.provider_timeout_s * 1000))
@@ -134,7 +134,7 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
             return 0
         units = spec.units(load_catalogue(settings.questions_file))
         session.execute(
-            insert_ignore(session, Execution, "job_id", "region", "model_id", "question_id"),
+            insert_ignore(session, UNITS, "job_id", "region", "model_id", "question_id"),
             [
                 {"job_id": job_id, "region": u.region, "model_id": u.model_id, "question_id": u.question_id,
                  "prompt": u.prompt, "status": UnitStatus.PENDING, "attempts": 0, "created_at": now, "dispatched_at": now}
@@ -142,7 +142,7 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
             ],
         )
         rows = session.execute(
-            select(Execution.id, Execution.region).where(Execution.job_id == job_id, Execution.status == UnitStatus.PENDING)
+            select(UNITS.c.id, UNITS.c.region).where(UNITS.c.job_id == job_id, UNITS.c.status == UnitStatus.PENDING)
         ).all()
         emit(session, job_id, "job.started", {"units": len(rows)})
         emit(session, job_id, "job.running", {"units": len(rows), "generation": job.generation or 1})
@@ -465,7 +465,7 @@ def start_generation(db: Database, settings: Settings, job_id: str, execution_id
             if done:
                 raise InvalidState("invalid_state", f"execution {done[0].id} is {done[0].status}: only failed or "
                                    "timed-out units are retried", {"status": done[0].status, "execution_id": done[0].id})
-        spec = stored_spec(job, settings)
+        spec = stored_spec(job.spec, settings)
         previous, generation = job.status, (job.generation or 1) + 1
         deadline = now + timedelta(seconds=spec.timeout_s)
         moved = session.execute(

@@ -93,7 +93,7 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
             emit(session, job_id, "unit.failed", unit_event(unit.id, unit, status=UnitStatus.TIMEOUT, error="timeout"))
         job = session.get(Job, job_id)
         units = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
-        status, reason = job_outcome(stored_spec(job, settings), units)
+        status, reason = job_outcome(stored_spec(job.spec, settings), units)
         job.analysis = analyse([execution_dict(u) for u in units], Thresholds(*settings.analysis_thresholds))
         job.status, job.status_reason, job.updated_at = status, reason, now
         emit_finished(session, job_id, status, reason)

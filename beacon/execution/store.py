@@ -18,9 +18,9 @@ from beacon.statuses import OPEN_UNIT, UnitStatus
 DispatchUnit = Callable[[int, str, float], None]
 
 
-def stored_spec(job: Job, settings: Settings) -> JobSpec:
-    """The parsed JobSpec of a stored job (validated at ingest; parsed again for its defaults)."""
-    return parse_jobspec(job.spec, default_model=settings.default_model, catalogue=load_catalogue(settings.questions_file),
+def stored_spec(spec: dict, settings: Settings) -> JobSpec:
+    """The parsed JobSpec of a stored job's ``spec`` (validated at ingest; parsed again for its defaults)."""
+    return parse_jobspec(spec, default_model=settings.default_model, catalogue=load_catalogue(settings.questions_file),
                          max_units=10**9)
 
 
