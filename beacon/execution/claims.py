@@ -163,13 +163,16 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
         execution = None
         if held_since is not None:
             execution = session.execute(_RESUME, {**values, "held_since": held_since}).one_or_none()
-        if execution is None:
+        resumed = execution is not None
+        if not resumed:
             execution = session.execute(_CLAIM, values).one_or_none()
             if execution is None:
                 return None
-            lost = execution.attempts - execution.provider_retries  # this claim included
-            if lost > settings.max_unit_attempts:
-                return _dead_letter(session, settings, job.id, execution_id, execution, now)
+        # This claim included. A resumed claim is checked too: on Postgres the claim that used the
+        # last attempt commits before its dead-lettering, which the database may have cut off.
+        if execution.attempts - execution.provider_retries > settings.max_unit_attempts:
+            return _dead_letter(session, settings, job.id, execution_id, execution, now)
+        if not resumed:
             emit(session, job.id, "unit.started", unit_event(execution_id, execution, status=UnitStatus.RUNNING))
         return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
                      execution.prompt, execution.attempts, now, call_timeout, job.deadline_at,

@@ -499,3 +499,19 @@ def waiting_on_a_lock(db) -> int:  # noqa: ANN001
     with db.session() as session:
         return session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                    "AND wait_event_type = 'Lock'"))
+
+
+def test_a_resumed_claim_that_used_the_last_attempt_dead_letters_the_unit(two_open_units):
+    """On Postgres the claim that uses a unit's last attempt commits before the unit is failed as
+    poison; a delivery whose database went away in between takes the claim up again and fails it then."""
+    db, settings, job_id, (unit, _) = two_open_units
+    stamp = utcnow()
+    with db.session() as session:  # the claim committed: its attempt counted, the dead-lettering did not
+        session.execute(update(Execution).where(Execution.id == unit.execution_id).values(
+            status="running", claimed_at=stamp, attempts=settings.max_unit_attempts + 1))
+    claim = engine.claim_unit(db, settings, unit.execution_id, held_since=stamp)
+    assert claim is not None and claim.dead_lettered
+    with db.session() as session:
+        failed = session.get(Execution, unit.execution_id)
+        assert (failed.status, failed.failure["code"], failed.attempts) == ("failed", "poison",
+                                                                             settings.max_unit_attempts)
