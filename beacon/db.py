@@ -10,7 +10,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import Insert, Select, bindparam, create_engine, event, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -84,13 +84,26 @@ class Database:
                 results = [session.execute(statement, params) for statement in statements]
                 return [result.scalar() if statement.exported_columns else None
                         for statement, result in zip(statements, results)]
+        with self.autocommitted() as connection:
+            return list(connection.execute(_chain(statements), params).one())
+
+    @contextmanager
+    def autocommitted(self) -> Iterator[Connection]:
+        """A connection whose every statement commits on its own: no BEGIN or COMMIT round trip.
+        On Postgres this is psycopg's own switch (no round trip, and no isolation level for
+        SQLAlchemy to reset), switched back before the connection returns to the pool."""
+        if not self.is_postgres:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                yield connection
+            return
         with self.engine.connect() as connection:
-            driver = connection.connection.driver_connection  # psycopg's own switch: no round trip
+            driver = connection.connection.driver_connection
             driver.autocommit = True
             try:
-                return list(connection.execute(_chain(statements), params).one())
+                yield connection
             finally:
-                driver.autocommit = False
+                if not driver.closed:  # a connection lost mid-statement is discarded by the pool
+                    driver.autocommit = False
 
 
 @dataclass(frozen=True)

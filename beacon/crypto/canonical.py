@@ -128,6 +128,9 @@ def _for_stdlib(value: Any) -> Any:
     shortest form). Raises _NeedsPortable for non-string keys, NaN, infinities, -0.0 and floats
     Python would print in another notation than Go.
     """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # most values: nothing to copy or check
+        return value
     if isinstance(value, float):
         if value.is_integer() and abs(value) <= 2**53 and (value or math.copysign(1.0, value) > 0):
             return int(value)
@@ -135,9 +138,12 @@ def _for_stdlib(value: Any) -> Any:
             raise _NeedsPortable
         return value
     if isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value):
-            raise _NeedsPortable
-        return {key: _for_stdlib(item) for key, item in value.items()}
+        copy = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _NeedsPortable
+            copy[key] = _for_stdlib(item)
+        return copy
     if isinstance(value, (list, tuple)):
         return [_for_stdlib(item) for item in value]
     return value

@@ -72,6 +72,8 @@ def _normalise(text: str) -> str:
 
 def _found(term: str, text: str) -> bool:
     """``term`` starts at a word boundary in ``text`` (suffixes allowed: protest → protests)."""
+    if term not in text:  # most terms are absent: a substring test spares the regular expression
+        return False
     pattern = _PATTERNS.get(term)
     if pattern is None:
         pattern = _PATTERNS[term] = re.compile(r"(?<![\w'])" + re.escape(term))

@@ -1,5 +1,10 @@
 """The execution engine: a queued job becomes units, each run once, the job finalised once.
 
+This module is the engine's interface (the names workers, the API and the tests use) and the
+delivery of a unit from start to finish; its parts live beside it: ``claims`` (the lease),
+``recording`` (an outcome under the lease), ``finalisation`` (finalising or ending a job),
+``sweep`` (the safety net and the heartbeats it reads), and ``store`` (what they share).
+
 Every state change is a conditional UPDATE, so a second delivery of any message is a no-op:
 
 * ``start_job``: ``queued → running`` and one ``pending`` row per unit (``ON CONFLICT DO
@@ -30,35 +35,42 @@ Every state change is a conditional UPDATE, so a second delivery of any message 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Callable, Protocol
+from datetime import timedelta
+from typing import Callable, Protocol
 
-from sqlalchemy import DateTime, Float, and_, bindparam, case, delete, exists, func, null, or_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from beacon.db import Database, insert_ignore
 from beacon.errors import InvalidState, not_found
-from beacon.execution.analysis import Thresholds, analyse
-from beacon.execution.bias import score_answer
-from beacon.execution.classify import classify, is_success
+from beacon.execution.claims import Claim, call_deadline, claim_unit
+from beacon.execution.finalisation import end_job as end_job
+from beacon.execution.finalisation import ended_jobs as ended_jobs
+from beacon.execution.finalisation import execution_dict as execution_dict
+from beacon.execution.finalisation import finalize_if_complete, finalize_job
+from beacon.execution.finalisation import job_outcome as job_outcome
 from beacon.execution.providers import ProviderError, ProviderRegistry, ProviderRequest
 from beacon.execution.providers.base import ProviderAborted
 from beacon.execution.providers.inflight import SHUTDOWN, CallAborts, RegionSlots
-from beacon.ingest.jobspec import JobSpec, parse_jobspec
+from beacon.execution.recording import record_answer as record_answer
+from beacon.execution.recording import record_failure, release_unit
+from beacon.execution.store import JOBS, UNITS, DispatchUnit, stored_spec
+from beacon.execution.sweep import forget_worker as forget_worker
+from beacon.execution.sweep import record_heartbeat as record_heartbeat
+from beacon.execution.sweep import sweep as sweep
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.celery_app import EXECUTE_UNIT, region_queue
 from beacon.messaging.events import emit
 from beacon.messaging.outbox import enqueue
-from beacon.models import Execution, Job, WorkerHeartbeat
-from beacon.resources.jobs import get_job, require_state
+from beacon.models import Execution, Job
+from beacon.resources.jobs import require_state
 from beacon.settings import Settings
-from beacon.statuses import OPEN_JOB, OPEN_UNIT, Classification, JobStatus, UnitOutcome, UnitStatus
+from beacon.statuses import JobStatus, UnitOutcome, UnitStatus
 from beacon.timeutil import isoformat, parse_rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -96,16 +108,6 @@ def db_retry_delay(settings: Settings, retries: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-# dispatch(execution_id, region, countdown_seconds) publishes one execute_unit message.
-DispatchUnit = Callable[[int, str, float], None]
-
-
-def stored_spec(job: Job, settings: Settings) -> JobSpec:
-    """The parsed JobSpec of a stored job (validated at ingest; parsed again for its defaults)."""
-    return parse_jobspec(job.spec, default_model=settings.default_model, catalogue=load_catalogue(settings.questions_file),
-                         max_units=10**9)
-
-
 # dispatch_many([(execution_id, region), ...]) publishes one execute_unit message per unit, as one batch.
 DispatchUnits = Callable[[list[tuple[int, str]]], None]
 
@@ -115,15 +117,15 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
     """``queued → running``, insert the units, dispatch them (in one batch through ``dispatch_many``
     when given). Returns units dispatched (0: a no-op)."""
     now = utcnow()
-    with db.session() as session:
-        job = session.get(Job, job_id)
+    with db.session() as session:  # Core statements on the tables: no ORM load, flush or bulk-insert path
+        job = session.execute(select(JOBS.c.spec, JOBS.c.generation).where(JOBS.c.id == job_id)).one_or_none()
         if job is None:
             log.warning("run_job for an unknown job", extra={"job_id": job_id})
             return 0
-        spec = stored_spec(job, settings)
+        spec = stored_spec(job.spec, settings)
         moved = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.QUEUED)
             .values(status=JobStatus.RUNNING, started_at=now, updated_at=now,
                     deadline_at=now + timedelta(seconds=spec.timeout_s),
                     provider_timeout_ms=int(spec.provider_timeout_s * 1000))
@@ -132,7 +134,7 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
             return 0
         units = spec.units(load_catalogue(settings.questions_file))
         session.execute(
-            insert_ignore(session, Execution, "job_id", "region", "model_id", "question_id"),
+            insert_ignore(session, UNITS, "job_id", "region", "model_id", "question_id"),
             [
                 {"job_id": job_id, "region": u.region, "model_id": u.model_id, "question_id": u.question_id,
                  "prompt": u.prompt, "status": UnitStatus.PENDING, "attempts": 0, "created_at": now, "dispatched_at": now}
@@ -140,7 +142,7 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
             ],
         )
         rows = session.execute(
-            select(Execution.id, Execution.region).where(Execution.job_id == job_id, Execution.status == UnitStatus.PENDING)
+            select(UNITS.c.id, UNITS.c.region).where(UNITS.c.job_id == job_id, UNITS.c.status == UnitStatus.PENDING)
         ).all()
         emit(session, job_id, "job.started", {"units": len(rows)})
         emit(session, job_id, "job.running", {"units": len(rows), "generation": job.generation or 1})
@@ -151,264 +153,6 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
             dispatch(execution_id, region, 0)
     log.info("job started", extra={"job_id": job_id, "units": len(rows)})
     return len(rows)
-
-
-@dataclass(frozen=True)
-class Claim:
-    execution_id: int
-    job_id: str
-    region: str
-    model_id: str
-    question_id: str
-    prompt: str
-    attempts: int
-    claimed_at: datetime | None
-    call_timeout_s: float
-    deadline_at: datetime | None = None
-    dead_lettered: bool = False  # the claim used the last attempt: the unit is already failed as poison
-    provider_retries: int = 0  # transient failures recorded before this claim
-    lease_until: datetime | None = None
-    lease_margin_s: float = 0.0
-
-    def to_resume(self) -> dict[str, Any]:
-        """What a later delivery needs to record this claim's outcome (JSON)."""
-        return {"execution_id": self.execution_id, "job_id": self.job_id, "region": self.region,
-                "model_id": self.model_id, "question_id": self.question_id, "attempts": self.attempts,
-                "provider_retries": self.provider_retries, "held_since": isoformat(self.claimed_at),
-                "deadline_at": isoformat(self.deadline_at)}
-
-    @classmethod
-    def from_resume(cls, data: dict[str, Any]) -> Claim:
-        return cls(data["execution_id"], data["job_id"], data["region"], data["model_id"], data["question_id"], "",
-                   data["attempts"], parse_rfc3339(data["held_since"]), 0.0,
-                   parse_rfc3339(data["deadline_at"]) if data.get("deadline_at") else None,
-                   provider_retries=data.get("provider_retries", 0))
-
-
-# The hot path's statements, built once on the tables (Core: no ORM flush or bulk-update path);
-# each call only binds values.
-_JOBS, _UNITS = Job.__table__, Execution.__table__
-_OPEN = _UNITS.c.status.in_(OPEN_UNIT)
-_CLAIM_JOB = (  # only the columns a claim needs, never the spec or raw body
-    select(_JOBS.c.id, _JOBS.c.status, _JOBS.c.finalizing_at, _JOBS.c.deadline_at, _JOBS.c.provider_timeout_ms)
-    .join(_UNITS, _UNITS.c.job_id == _JOBS.c.id)
-    .where(_UNITS.c.id == bindparam("execution_id"))
-)
-_CLAIMED = (_UNITS.c.attempts, _UNITS.c.provider_retries, _UNITS.c.region, _UNITS.c.model_id, _UNITS.c.question_id,
-            _UNITS.c.prompt, _UNITS.c.provider, _UNITS.c.failure)
-_CLAIM = (
-    update(_UNITS)
-    .where(_UNITS.c.id == bindparam("execution_id"),
-           or_(_UNITS.c.status == UnitStatus.PENDING,
-               and_(_UNITS.c.status == UnitStatus.RUNNING, _UNITS.c.lease_expires_at < bindparam("now"))))
-    .values(status=UnitStatus.RUNNING, claimed_at=bindparam("now"), started_at=bindparam("now"),
-            lease_expires_at=bindparam("lease_until"), attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
-    .returning(*_CLAIMED)
-)
-# Postgres: the claim in one statement, joined to its job. The job must be running, not
-# finalising, before its deadline; the lease is the call's timeout (the provider timeout or what is
-# left of the deadline, whichever is shorter) plus the margin, computed by the database from the
-# same values the two-statement path (SQLite) reads first.
-_NOW = bindparam("now", type_=DateTime(timezone=True))
-
-
-def _seconds(value):  # noqa: ANN001, ANN202
-    return func.make_interval(0, 0, 0, 0, 0, 0, value)
-
-
-_CALL_ENDS = func.least(_NOW + _seconds(_JOBS.c.provider_timeout_ms / 1000.0), _JOBS.c.deadline_at)
-_CLAIM_JOINED = (
-    update(_UNITS)
-    .where(_UNITS.c.id == bindparam("execution_id"), _JOBS.c.id == _UNITS.c.job_id,
-           _JOBS.c.status == JobStatus.RUNNING, _JOBS.c.finalizing_at.is_(None), _JOBS.c.deadline_at > _NOW,
-           or_(_UNITS.c.status == UnitStatus.PENDING,
-               and_(_UNITS.c.status == UnitStatus.RUNNING, _UNITS.c.lease_expires_at < _NOW)))
-    .values(status=UnitStatus.RUNNING, claimed_at=_NOW, started_at=_NOW,
-            lease_expires_at=_CALL_ENDS + _seconds(bindparam("margin", type_=Float)),
-            attempts=_UNITS.c.attempts + 1, claimed_by=bindparam("worker"))
-    .returning(*_CLAIMED, _JOBS.c.id.label("job_id"), _JOBS.c.deadline_at, _JOBS.c.provider_timeout_ms,
-               _UNITS.c.lease_expires_at)
-)
-# A delivery that held the claim before the database went away takes it up again (same attempt).
-_RESUME = (
-    update(_UNITS)
-    .where(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
-           _UNITS.c.claimed_at == bindparam("held_since"))
-    .values(claimed_at=bindparam("now"), lease_expires_at=bindparam("lease_until"), claimed_by=bindparam("worker"))
-    .returning(*_CLAIMED)
-)
-_HELD = and_(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.RUNNING,
-             _UNITS.c.claimed_at == bindparam("held_since"))
-_RECORD_ANSWER_VALUES = dict(
-    status=UnitStatus.COMPLETED, output=bindparam("output"), output_sha256=bindparam("output_sha256"),
-    classification=bindparam("classification"), provider=bindparam("provider"),
-    served_region=bindparam("served_region"), completed_at=bindparam("now"), duration_ms=bindparam("duration_ms"),
-    lease_expires_at=None, failure=null(),
-    bias_score=bindparam("bias_score", type_=_UNITS.c.bias_score.type),
-    region_flag=bindparam("region_flag"),
-    provider_receipt=bindparam("provider_receipt", type_=_UNITS.c.provider_receipt.type),
-    finish_reason=bindparam("finish_reason"), prompt_tokens=bindparam("prompt_tokens"),
-    completion_tokens=bindparam("completion_tokens"),
-)
-_FINALIZABLE = and_(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == JobStatus.RUNNING, _JOBS.c.finalizing_at.is_(None))
-_CLAIM_FINALIZE_DONE = update(_JOBS).where(
-    _FINALIZABLE, ~exists().where(_UNITS.c.job_id == _JOBS.c.id, _OPEN)
-).values(finalizing_at=bindparam("now"))
-_CLAIM_FINALIZE_DEADLINE = update(_JOBS).where(
-    _FINALIZABLE, _JOBS.c.deadline_at <= bindparam("now")
-).values(finalizing_at=bindparam("now"))
-
-
-def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: datetime | None = None,
-               worker: str | None = None, now: datetime | None = None) -> Claim | None:
-    """Take the unit's lease, or None when it is not ours to run (done, leased, job over).
-
-    ``worker`` (the Celery node name) is recorded as ``claimed_by``: when its heartbeat stops,
-    the sweeper knows the unit is lost without waiting for the lease. ``now`` (default: the
-    current time) is the claim's stamp, ``claimed_at``.
-
-    ``held_since``: the ``claimed_at`` of a claim this delivery's predecessor may hold (the
-    database went away after, or while committing, the claim); when the unit still carries it,
-    the claim is taken up again without counting a new attempt.
-    """
-    now = now or utcnow()
-    margin = settings.unit_lease_margin_seconds
-    if held_since is None and not settings.embedded:
-        with db.session() as session:  # one statement: the job's state, its deadline and the lease
-            execution = session.execute(_CLAIM_JOINED, {"execution_id": execution_id, "now": now, "margin": margin,
-                                                        "worker": worker}).one_or_none()
-            if execution is None:
-                return None
-            call_timeout = min(execution.provider_timeout_ms / 1000, (execution.deadline_at - now).total_seconds())
-            if execution.attempts - execution.provider_retries > settings.max_unit_attempts:
-                return _dead_letter(session, settings, execution.job_id, execution_id, execution, now)
-            emit(session, execution.job_id, "unit.started",
-                 unit_event(execution_id, execution, status=UnitStatus.RUNNING))
-            return Claim(execution_id, execution.job_id, execution.region, execution.model_id, execution.question_id,
-                         execution.prompt, execution.attempts, now, call_timeout, execution.deadline_at,
-                         provider_retries=execution.provider_retries, lease_until=execution.lease_expires_at,
-                         lease_margin_s=margin)
-    with db.session() as session:
-        job = session.execute(_CLAIM_JOB, {"execution_id": execution_id}).one_or_none()
-        if job is None or job.status != JobStatus.RUNNING or job.finalizing_at is not None:
-            return None
-        remaining = (job.deadline_at - now).total_seconds()
-        if remaining <= 0:
-            return None  # the deadline sweep finalises the job and times the unit out
-        call_timeout = min(job.provider_timeout_ms / 1000, remaining)
-        margin = settings.unit_lease_margin_seconds
-        lease_until = now + timedelta(seconds=call_timeout + margin)
-        values = {"execution_id": execution_id, "now": now, "lease_until": lease_until, "worker": worker}
-        execution = None
-        if held_since is not None:
-            execution = session.execute(_RESUME, {**values, "held_since": held_since}).one_or_none()
-        if execution is None:
-            execution = session.execute(_CLAIM, values).one_or_none()
-            if execution is None:
-                return None
-            lost = execution.attempts - execution.provider_retries  # this claim included
-            if lost > settings.max_unit_attempts:
-                return _dead_letter(session, settings, job.id, execution_id, execution, now)
-            emit(session, job.id, "unit.started", unit_event(execution_id, execution, status=UnitStatus.RUNNING))
-        return Claim(execution_id, job.id, execution.region, execution.model_id, execution.question_id,
-                     execution.prompt, execution.attempts, now, call_timeout, job.deadline_at,
-                     provider_retries=execution.provider_retries, lease_until=lease_until, lease_margin_s=margin)
-
-
-def _dead_letter(session, settings: Settings, job_id: str, execution_id: int, execution, now: datetime) -> Claim:  # noqa: ANN001
-    """The unit's claims ended without any outcome MAX_UNIT_ATTEMPTS times: fail it as ``poison``."""
-    execution_failure = {
-        "code": "poison", "transient": False, "stage": "claim", "region": execution.region,
-        "model": execution.model_id, "provider": execution.provider,
-        "message": f"unit used all {settings.max_unit_attempts} attempts without an answer",
-        "dead_letter": True, "last_error": execution.failure,
-    }
-    session.execute(
-        update(_UNITS).where(_UNITS.c.id == execution_id)
-        .values(status=UnitStatus.FAILED, completed_at=now, duration_ms=0, lease_expires_at=None,
-                attempts=execution.attempts - 1,  # this claim did not run
-                failure=execution_failure, classification=Classification.TECHNICAL_FAILURE)
-    )
-    emit(session, job_id, "unit.failed", unit_event(execution_id, execution, status=UnitStatus.FAILED, error="poison"))
-    log.warning("unit dead-lettered", extra={"job_id": job_id, "execution_id": execution_id})
-    return Claim(execution_id, job_id, execution.region, execution.model_id, execution.question_id,
-                 execution.prompt, execution.attempts - 1, None, 0.0, dead_lettered=True)
-
-
-def call_deadline(claim: Claim) -> float:
-    """The :func:`time.monotonic` time the claim's provider call must end by: the earliest of the
-    provider timeout, the job's deadline, and the lease less its margin (so the worker still
-    holds the lease when it records the outcome). In the past when none of them leaves time."""
-    wall, mono = utcnow(), time.monotonic()
-    left = claim.call_timeout_s
-    if claim.deadline_at is not None:
-        left = min(left, (claim.deadline_at - wall).total_seconds())
-    if claim.lease_until is not None:
-        left = min(left, (claim.lease_until - wall).total_seconds() - claim.lease_margin_s)
-    return mono + left
-
-
-def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: str, data: dict) -> bool:
-    """UPDATE the unit with ``values`` while ``claim`` holds it, and write ``event`` in the same transaction.
-
-    Whether this made the job's last open unit terminal is left to finalisation's own check (a
-    conditional UPDATE after this commit): deciding it here needs the job's row lock, which
-    serialised the recording of a large job's units (a 480-unit job on 64 threads took 40 % longer)."""
-    held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at, **params}
-    with db.session() as session:
-        return bool(session.execute(update(_UNITS).where(_HELD).values(**values), held).rowcount) and bool(
-            emit(session, claim.job_id, event, data))
-
-
-def record_answer(db: Database, claim: Claim, output: str, provider: str, served_region: str, *,
-                  region_flag: str | None = None, provider_receipt: dict | None = None,
-                  finish_reason: str | None = None, usage: dict | None = None) -> bool:
-    """Record the answer, its classification and its bias score (``beacon.execution.bias``) while
-    the claim still holds the unit's lease. ``provider`` is the backend that answered (the hybrid
-    router's ``provider_used`` when it reports one); ``region_flag`` and ``provider_receipt`` are
-    the router's; ``finish_reason`` and ``usage`` (token counts) an OpenAI-compatible endpoint's."""
-    now = utcnow()
-    classification = classify(output, failed=False)
-    duration_ms = int((now - claim.claimed_at).total_seconds() * 1000)
-    return _record_held(db, claim, _RECORD_ANSWER_VALUES, {
-        "output": output, "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
-        "classification": classification, "provider": provider[:64], "served_region": served_region,
-        "now": now, "duration_ms": duration_ms,
-        "bias_score": score_answer(output, classification), "region_flag": region_flag,
-        "provider_receipt": provider_receipt, "finish_reason": finish_reason,
-        "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
-    }, "unit.completed", unit_event(claim.execution_id, claim, status=UnitStatus.COMPLETED,
-                                    classification=classification, duration_ms=duration_ms))
-
-
-def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
-                   retry_in: float = 0.0) -> bool:
-    """Fail the unit (``final``) or hand it back as ``pending`` for a retry in ``retry_in`` seconds
-    (counted in ``provider_retries``, not as a lost claim)."""
-    now = utcnow()
-    failure = error if isinstance(error, dict) else {**error.to_dict(), "attempt": claim.attempts}
-    values: dict = {"failure": failure, "provider": provider, "lease_expires_at": None}
-    if final:
-        values.update(status=UnitStatus.FAILED, classification=Classification.TECHNICAL_FAILURE, completed_at=now,
-                      duration_ms=int((now - claim.claimed_at).total_seconds() * 1000))
-    else:
-        values.update(status=UnitStatus.PENDING, dispatched_at=now + timedelta(seconds=retry_in),
-                      provider_retries=_UNITS.c.provider_retries + 1)
-    return _record_held(db, claim, values, {}, "unit.failed" if final else "unit.retrying", unit_event(
-        claim.execution_id, claim, status=UnitStatus.FAILED if final else UnitStatus.PENDING,
-        error=failure.get("code"), retry_in=None if final else retry_in))
-
-
-def release_unit(db: Database, claim: Claim) -> bool:
-    """Hand a unit whose call this worker cut off (shutting down) back as ``pending``, its claim
-    refunded: the unit was not at fault, and another worker runs it at once."""
-    now = utcnow()
-    with db.session() as session:
-        return bool(session.execute(
-            update(_UNITS).where(_HELD).values(status=UnitStatus.PENDING, lease_expires_at=None, dispatched_at=now,
-                                               attempts=_UNITS.c.attempts - 1),
-            {"execution_id": claim.execution_id, "held_since": claim.claimed_at},
-        ).rowcount)
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:
@@ -424,6 +168,7 @@ class Outcome:
     region: str | None = None
     retry_in: float = 0.0
     error: ProviderError | None = None
+    last: bool | None = None  # a recorded end: whether it left no unit of the job open (None: unknown, ask)
 
 
 class UnitObserver(Protocol):
@@ -435,8 +180,8 @@ class UnitObserver(Protocol):
 
 
 _PUT_BACK = (
-    update(_UNITS)
-    .where(_UNITS.c.id == bindparam("execution_id"), _UNITS.c.status == UnitStatus.PENDING)
+    update(UNITS)
+    .where(UNITS.c.id == bindparam("execution_id"), UNITS.c.status == UnitStatus.PENDING)
     .values(dispatched_at=bindparam("now"))
 )
 
@@ -457,7 +202,7 @@ def put_back(db: Database, execution_id: int, region: str, dispatch: DispatchUni
 def unit_region(db: Database, execution_id: int) -> str | None:
     """The unit's region (for a message that does not say which queue it came from)."""
     with db.session() as session:
-        return session.scalar(select(_UNITS.c.region).where(_UNITS.c.id == execution_id))
+        return session.scalar(select(UNITS.c.region).where(UNITS.c.id == execution_id))
 
 
 def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
@@ -518,7 +263,7 @@ def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, 
     if outcome.status == UnitOutcome.RETRY:
         dispatch(execution_id, outcome.region, outcome.retry_in)
     elif outcome.status in (UnitOutcome.COMPLETED, UnitOutcome.FAILED, UnitOutcome.DEAD_LETTERED):
-        finalised = _finalize(db, settings, outcome.job_id)
+        finalised = _finalize(db, settings, outcome.job_id, last=outcome.last)
     elif outcome.status == UnitOutcome.DEADLINE:
         finalised = _finalize(db, settings, outcome.job_id, deadline=True)
     if observer is not None and finalised is not None:
@@ -526,9 +271,16 @@ def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, 
     return outcome
 
 
-def _finalize(db: Database, settings: Settings, job_id: str, *, deadline: bool = False) -> str | None:
+def _finalize(db: Database, settings: Settings, job_id: str, *, deadline: bool = False,
+              last: bool | None = None) -> str | None:
+    """Finalise the job by its deadline, or once no unit is open: ``last`` says whether the recording
+    left none open (None: it could not tell, so ask)."""
     try:
-        return finalize_job(db, settings, job_id, deadline=deadline)
+        if deadline:
+            return finalize_job(db, settings, job_id, deadline=True)
+        if last is None:
+            return finalize_if_complete(db, settings, job_id)
+        return finalize_job(db, settings, job_id) if last else None
     except Exception as exc:
         if is_db_unavailable(exc):
             raise DatabaseUnavailable({"finalize": job_id, "deadline": deadline}, exc) from exc
@@ -626,14 +378,14 @@ def _record(db: Database, claim: Claim, record: dict) -> Outcome:
                                      provider_receipt=record.get("provider_receipt"),
                                      finish_reason=record.get("finish_reason"), usage=record.get("usage"))
             if recorded:
-                return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region)
+                return Outcome(UnitOutcome.COMPLETED, claim.job_id, claim.region, last=recorded.last)
         elif kind == "failure":
             final, error = record["final"], _error_of(record["failure"])
             recorded = record_failure(db, claim, record["failure"], record["provider"], final=final,
                                       retry_in=record["retry_in"])
             if recorded:
                 status = UnitOutcome.FAILED if final else UnitOutcome.RETRY
-                return Outcome(status, claim.job_id, claim.region, record["retry_in"], error)
+                return Outcome(status, claim.job_id, claim.region, record["retry_in"], error, recorded.last)
         elif kind == "release":
             if release_unit(db, claim):
                 log.info("unit handed back: worker shutting down",
@@ -646,234 +398,6 @@ def _record(db: Database, claim: Claim, record: dict) -> Outcome:
             raise DatabaseUnavailable({"claim": claim.to_resume(), "record": record}, exc) from exc
         raise
     return Outcome(UnitOutcome.SKIPPED)
-
-
-def ended_jobs(db: Database, job_ids: list[str]) -> list[str]:
-    """Those of ``job_ids`` no longer running (cancelled, stopped, finalised or finalising)."""
-    if not job_ids:
-        return []
-    with db.session() as session:
-        return list(session.scalars(
-            select(Job.id).where(Job.id.in_(job_ids), or_(Job.status != JobStatus.RUNNING, Job.finalizing_at.isnot(None)))
-        ))
-
-
-def job_outcome(spec: JobSpec, units: list[Execution]) -> tuple[str, str]:
-    """``completed`` or ``failed`` by DESIGN's rules, with the reason."""
-    total = len(units)
-    successes = [u for u in units if is_success(u.status, u.classification)]
-    rate = len(successes) / total if total else 0.0
-    regions_ok = {u.region for u in successes}
-    needed_regions = min(spec.min_regions, len(spec.regions))
-    reason = (f"{len(successes)}/{total} units succeeded (rate {rate:.2f}, needed {spec.min_success_rate:.2f}); "
-              f"{len(regions_ok)} regions with a success (needed {needed_regions})")
-    ok = rate >= spec.min_success_rate and len(regions_ok) >= needed_regions
-    return (JobStatus.COMPLETED if ok else JobStatus.FAILED), reason
-
-
-def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: bool = False) -> str | None:
-    """Finalise once: when no unit is open (or, with ``deadline``, past the deadline). Returns the status.
-
-    The analysis, the receipts, the signed evidence bundle (and its CID), the transparency log
-    entry and the terminal status commit in one transaction; the event and IPFS pinning follow.
-    """
-    from beacon.evidence import bundles
-
-    now = utcnow()
-    with db.session() as session:
-        if deadline:  # units before the job row, the order every unit's event takes: no deadlock with them
-            session.execute(select(_UNITS.c.id).where(_UNITS.c.job_id == job_id, _OPEN).with_for_update())
-        claim = _CLAIM_FINALIZE_DEADLINE if deadline else _CLAIM_FINALIZE_DONE
-        claimed = session.execute(claim, {"job_id": job_id, "now": now}).rowcount
-        if not claimed:
-            return None
-        timed_out = session.execute(
-            update(Execution)
-            .where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
-            .values(status=UnitStatus.TIMEOUT, completed_at=now, lease_expires_at=None, classification=Classification.TECHNICAL_FAILURE)
-            .returning(Execution.id, Execution.region, Execution.model_id, Execution.question_id, Execution.attempts)
-        ).all()
-        for unit in sorted(timed_out):
-            emit(session, job_id, "unit.failed", unit_event(unit.id, unit, status=UnitStatus.TIMEOUT, error="timeout"))
-        job = session.get(Job, job_id)
-        units = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
-        status, reason = job_outcome(stored_spec(job, settings), units)
-        job.analysis = analyse([execution_dict(u) for u in units], Thresholds(*settings.analysis_thresholds))
-        job.status, job.status_reason, job.updated_at = status, reason, now
-        emit_finished(session, job_id, status, reason)
-        sealed = bundles.seal_job(session, db, settings, job, units, now)
-        job.finished_at = job.updated_at = utcnow()  # the finalising commit follows: stamped after sealing
-    log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason, "bundle_cid": sealed.cid,
-                                     "leaf_index": sealed.appended.leaf_index})
-    bundles.after_seal(db, settings, sealed)
-    return status
-
-
-def execution_dict(execution: Execution) -> dict:
-    return {
-        "region": execution.region, "model_id": execution.model_id, "question_id": execution.question_id,
-        "status": execution.status, "classification": execution.classification, "output": execution.output,
-        "attempts": execution.attempts,
-    }
-
-
-def unit_event(execution_id: int, unit: Any, **extra: Any) -> dict:
-    """An event's ``data`` for one unit (``unit``: a claim or a row with region, model_id, question_id)."""
-    return {"execution_id": execution_id, "region": unit.region, "model_id": unit.model_id,
-            "question_id": unit.question_id, "attempts": getattr(unit, "attempts", None), **extra}
-
-
-def emit_finished(session, job_id: str, status: str, reason: str) -> None:  # noqa: ANN001
-    """``job.finished`` (as before) and the terminal ``job.<status>``, in the ending transaction."""
-    emit(session, job_id, "job.finished", {"status": status, "reason": reason})
-    emit(session, job_id, f"job.{status}", {"status": status, "reason": reason})
-
-
-def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reason: str, action: str,
-            failure_code: str | None = None) -> tuple[str, int]:
-    """End a job that is not terminal, in one transaction: the job and its open units take ``status``
-    (with a ``failure_code`` on each unit when given). Returns (status before, units ended)."""
-    now = utcnow()
-    with db.session() as session:
-        job = get_job(session, job_id)
-        before = job.status
-        require_state(job, OPEN_JOB, action)
-        # units before the job row, the order every unit's event takes: no deadlock with them
-        session.execute(select(_UNITS.c.id).where(_UNITS.c.job_id == job_id, _OPEN).with_for_update())
-        moved = session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(OPEN_JOB), Job.finalizing_at.is_(None))
-            .values(status=status, status_reason=reason, finished_at=now, updated_at=now, finalizing_at=now)
-        ).rowcount
-        if not moved:  # finalised between our read and the update
-            session.refresh(job)
-            require_state(job, OPEN_JOB, action)
-        units = list(session.scalars(
-            select(Execution).where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT)).with_for_update()
-        ))
-        for unit in units:
-            unit.status, unit.completed_at, unit.lease_expires_at = status, now, None
-            if failure_code:
-                unit.classification = Classification.TECHNICAL_FAILURE
-                unit.failure = {"code": failure_code, "transient": False, "stage": action, "region": unit.region,
-                                "model": unit.model_id, "provider": unit.provider, "message": reason}
-        emit_finished(session, job_id, status, reason)
-    log.info(f"job {status}", extra={"job_id": job_id, "units": len(units), "reason": reason, "action": action})
-    return before, len(units)
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    finalized_by_deadline: int
-    finalized_late: int
-    units_redispatched: int
-    jobs_republished: int
-    units_of_lost_workers: int = 0  # of units_redispatched: held by a worker whose heartbeat stopped
-    workers_lost: int = 0
-
-
-def heartbeat_timeout(settings: Settings) -> float:
-    """A worker whose heartbeat is older than this is taken for dead (three missed heartbeats)."""
-    return 3 * settings.worker_heartbeat_seconds
-
-
-def record_heartbeat(db: Database, worker: str, units: list[int], started_at: datetime) -> None:
-    """The worker ``worker`` is alive and holds the messages of ``units`` (received, not yet done)."""
-    now = utcnow()
-    values = {"worker": worker, "started_at": started_at, "seen_at": now, "units": sorted(set(units))}
-    with db.session() as session:
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        statement = upsert(WorkerHeartbeat).values(**values)
-        session.execute(statement.on_conflict_do_update(
-            index_elements=["worker"], set_={"seen_at": now, "units": values["units"], "started_at": started_at}))
-
-
-def forget_worker(db: Database, worker: str) -> None:
-    """A worker leaving cleanly: it holds nothing any more."""
-    with db.session() as session:
-        session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker == worker))
-
-
-def sweep(db: Database, settings: Settings, dispatch: DispatchUnit, republish_job: Callable[[str], None]) -> SweepResult:
-    """The periodic safety net (beat): nothing accepted is left without a way to a terminal state.
-
-    Lost units are told from queued ones with the workers' heartbeats: the open units held by a
-    worker whose heartbeat stopped, or claimed by it (``claimed_by``), and held by no live worker,
-    are re-dispatched at once (a running one's lease is ended first), when some worker is alive
-    to run them. The timers remain the
-    safety net for what no heartbeat names (a broker that lost its messages, workers without
-    heartbeats): expired leases, and units still pending ``PENDING_REDISPATCH_SECONDS`` after
-    dispatch — except units a live worker holds (received, waiting for a thread or a retry's
-    countdown), which are queued, not lost.
-    """
-    now = utcnow()
-    with db.session() as session:
-        overdue = list(session.scalars(
-            select(Job.id).where(Job.status == JobStatus.RUNNING, Job.finalizing_at.is_(None), Job.deadline_at <= now)
-        ))
-        stalled = list(session.scalars(
-            select(Job.id).where(Job.status == JobStatus.RUNNING, Job.finalizing_at.is_(None), ~exists().where(_UNITS.c.job_id == _JOBS.c.id, _OPEN))
-        ))
-        queued = list(session.scalars(
-            select(Job.id).where(Job.status == JobStatus.QUEUED,
-                                 Job.created_at <= now - timedelta(seconds=settings.job_queued_grace_seconds))
-        ))
-        cutoff = now - timedelta(seconds=heartbeat_timeout(settings))
-        beats = session.execute(select(WorkerHeartbeat.worker, WorkerHeartbeat.seen_at, WorkerHeartbeat.units)).all()
-        live = [b for b in beats if b.seen_at > cutoff]
-        dead = [b for b in beats if b.seen_at <= cutoff] if live else []  # nobody alive: nothing to hand over
-        held_live = {int(u) for b in live for u in b.units}
-        orphans = {int(u) for b in dead for u in b.units} - held_live
-        dead_names = [b.worker for b in dead]
-        runnable = Execution.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING, Job.deadline_at > now))
-        rescued = []
-        if dead:
-            of_dead = or_(Execution.id.in_(sorted(orphans)),
-                          and_(Execution.status == UnitStatus.RUNNING, Execution.claimed_by.in_(dead_names)))
-            if held_live:
-                of_dead = and_(of_dead, Execution.id.not_in(sorted(held_live)))
-            rescued = session.execute(
-                update(Execution)
-                .where(of_dead, Execution.status.in_(OPEN_UNIT), runnable)
-                .values(dispatched_at=now, lease_expires_at=case((Execution.status == UnitStatus.RUNNING, now),
-                                                                 else_=Execution.lease_expires_at))
-                .returning(Execution.id, Execution.region)
-            ).all()
-        if dead:
-            session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.worker.in_([b.worker for b in dead]),
-                                                          WorkerHeartbeat.seen_at <= cutoff))
-        lost = or_(
-            and_(Execution.status == UnitStatus.RUNNING, Execution.lease_expires_at < now),
-            and_(Execution.status == UnitStatus.PENDING,
-                 Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)),
-        )
-        timed = (
-            update(Execution)
-            .where(lost, runnable)
-            .where(or_(Execution.dispatched_at.is_(None),
-                       Execution.dispatched_at <= now - timedelta(seconds=settings.pending_redispatch_seconds)))
-        )
-        if held_live:
-            timed = timed.where(Execution.id.not_in(sorted(held_live)))
-        units = rescued + session.execute(
-            timed.values(dispatched_at=now).returning(Execution.id, Execution.region)
-        ).all()
-    deadline_done = sum(1 for job_id in overdue if finalize_job(db, settings, job_id, deadline=True))
-    late_done = sum(1 for job_id in stalled if finalize_job(db, settings, job_id))
-    for execution_id, region in units:
-        dispatch(execution_id, region, 0)
-    for job_id in queued:
-        republish_job(job_id)
-    result = SweepResult(deadline_done, late_done, len(units), len(queued), len(rescued), len(dead))
-    if any(vars(result).values()):
-        log.info("sweep", extra=vars(result))
-    if dead:
-        log.warning("workers lost: their units dispatched again", extra={
-            "workers": [b.worker for b in dead], "units": len(rescued)})
-    return result
 
 
 # --------------------------------------------------------------------------- generations (manual retries)
@@ -941,7 +465,7 @@ def start_generation(db: Database, settings: Settings, job_id: str, execution_id
             if done:
                 raise InvalidState("invalid_state", f"execution {done[0].id} is {done[0].status}: only failed or "
                                    "timed-out units are retried", {"status": done[0].status, "execution_id": done[0].id})
-        spec = stored_spec(job, settings)
+        spec = stored_spec(job.spec, settings)
         previous, generation = job.status, (job.generation or 1) + 1
         deadline = now + timedelta(seconds=spec.timeout_s)
         moved = session.execute(
@@ -967,3 +491,4 @@ def start_generation(db: Database, settings: Settings, job_id: str, execution_id
     log.info("job generation started", extra={"job_id": job_id, "generation": generation, "units": len(ids),
                                                "previous_status": previous, "reason": reason})
     return Generation(job_id, generation, previous, ids, outbox, deadline)
+

@@ -11,10 +11,12 @@ from sqlalchemy import select, update
 
 from app import create_app
 from beacon.crypto.signing import KeyPair, sign_document
+from beacon.db import database_for
+from beacon.execution import engine
 from beacon.models import Execution, Job
 from beacon.timeutil import isoformat, utcnow
 from tests.conftest import RABBITMQ_URL, REDIS_BASE_URL, REDIS_IDLE_DB
-from tests.factories import body, make_spec
+from tests.factories import body, make_spec, seed_answered_job
 from tests.faults.services import throwaway_redis
 from tests.stack import Stack, constraints
 from tests.support import WorkerProcess, serve_wsgi, wait_for
@@ -375,3 +377,141 @@ def test_no_retry_the_deadline_leaves_no_time_for(tmp_path, pg_url, clean_db, ke
         assert unit["failure"]["retries_ended"] == "deadline"
     finally:
         stack.close()
+
+
+# ----------------------------------------------------------------- finalisation after the last units, directly
+
+
+@pytest.fixture
+def two_open_units(make_settings, clean_db, keypair, tmp_path):
+    """A running job of two units (US and EU), each claimed (``engine.claim_unit``), not yet recorded."""
+
+
+    KeyPair.generate().save(tmp_path / "runner.key")
+    settings = make_settings(DATABASE_URL=clean_db, RUNNER_SIGNING_KEY=tmp_path / "runner.key", LOG_LEVEL="WARNING")
+    db = database_for(clean_db)
+    job_id = seed_answered_job(db, settings, keypair, ["math_basic"], regions=("US", "EU"))
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(provider_timeout_ms=30_000))
+        session.execute(update(Execution).where(Execution.job_id == job_id).values(
+            status="pending", attempts=0, output=None, classification=None, completed_at=None))
+        ids = sorted(session.scalars(select(Execution.id).where(Execution.job_id == job_id)))
+    claims = [engine.claim_unit(db, settings, execution_id) for execution_id in ids]
+    assert all(claims)
+    return db, settings, job_id, claims
+
+
+class Finalised:
+    """A unit observer noting the job's finalisation (its status) by the delivery."""
+
+    status: str | None = None
+
+    def claimed(self, claim) -> None: ...  # noqa: ANN001
+    def outcome(self, outcome) -> None: ...  # noqa: ANN001
+
+    def finalised(self, status: str | None) -> None:
+        self.status = status
+
+
+def record_then_finalize(db, settings, claim):  # noqa: ANN001, ANN201
+    """The rest of a unit's delivery after its provider call answered (``step_unit`` taking up a
+    delivery with the answer to record): record it, then finalise the job if no unit is left open.
+    Returns the outcome and the job's status when this delivery finalised it."""
+    answer = {"kind": "answer", "output": "Four.", "provider": "simulator", "served_region": claim.region}
+    finalised = Finalised()
+    outcome = engine.step_unit(db, settings, None, claim.execution_id, None, observer=finalised,
+                               resume={"claim": claim.to_resume(), "record": answer})
+    assert outcome.status == "completed"
+    return outcome, finalised.status
+
+
+def finalised_once(db, job_id: str) -> None:  # noqa: ANN001
+    from beacon.models import Bundle, Event, TransparencyEntry
+
+    with db.session() as session:
+        assert session.get(Job, job_id).status == "completed"
+        assert len(session.scalars(select(Bundle).where(Bundle.job_id == job_id)).all()) == 1
+        assert len(session.scalars(select(TransparencyEntry).where(TransparencyEntry.job_id == job_id)).all()) == 1
+        events = session.scalars(select(Event).where(Event.job_id == job_id).order_by(Event.seq)).all()
+    types = [e.type for e in events]
+    assert types.count("job.completed") == 1 and types.count("unit.completed") == 2
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+def test_the_last_unit_recorded_finalises_the_job_and_the_one_before_does_not(two_open_units):
+    db, settings, job_id, (first, last) = two_open_units
+    outcome, status = record_then_finalize(db, settings, first)
+    assert (outcome.last, status) == (False, None)  # the recording saw the other unit open, nothing in between
+    outcome, status = record_then_finalize(db, settings, last)
+    assert (outcome.last, status) == (True, "completed")
+    assert engine.finalize_if_complete(db, settings, job_id) is None  # a second delivery: already final
+    finalised_once(db, job_id)
+
+
+def test_two_last_units_recorded_together_finalise_the_job_exactly_once(two_open_units):
+    import threading
+
+    db, settings, job_id, claims = two_open_units
+    statuses: list[str | None] = []
+    together = threading.Barrier(len(claims))
+
+    def deliver(claim) -> None:  # noqa: ANN001
+        together.wait()
+        statuses.append(record_then_finalize(db, settings, claim)[1])
+
+    threads = [threading.Thread(target=deliver, args=(claim,)) for claim in claims]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(statuses) == 2 and statuses.count("completed") == 1 and statuses.count(None) == 1
+    finalised_once(db, job_id)
+
+
+def test_a_unit_ended_while_the_last_one_is_recorded_is_seen_and_the_job_finalised(two_open_units):
+    """The race the recording statement must not lose: the other unit ends (its event bumping the job's
+    event_seq) after the statement's snapshot, which still shows it open. The statement waits for the
+    job row, sees the bump it did not expect, and leaves the question to a read after its commit."""
+    import threading
+
+    from beacon.execution.classify import classify
+    from beacon.messaging.events import emit
+
+    db, settings, job_id, (other, last) = two_open_units
+    results = []
+    with db.session() as session:  # the other unit ends; its transaction holds the job row until commit
+        session.execute(update(Execution).where(Execution.id == other.execution_id).values(
+            status="completed", output="Four.", classification=classify("Four.", failed=False)))
+        emit(session, job_id, "unit.completed", {"execution_id": other.execution_id})
+        delivery = threading.Thread(target=lambda: results.append(record_then_finalize(db, settings, last)))
+        delivery.start()
+        wait_for(lambda: waiting_on_a_lock(db) > 0, what="the recording statement waiting for the job row")
+    delivery.join()
+    [(outcome, status)] = results
+    assert (outcome.last, status) == (None, "completed")
+    with db.session() as session:
+        assert session.get(Job, job_id).status == "completed"
+
+
+def waiting_on_a_lock(db) -> int:  # noqa: ANN001
+    from sqlalchemy import text
+
+    with db.session() as session:
+        return session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND wait_event_type = 'Lock'"))
+
+
+def test_a_resumed_claim_that_used_the_last_attempt_dead_letters_the_unit(two_open_units):
+    """On Postgres the claim that uses a unit's last attempt commits before the unit is failed as
+    poison; a delivery whose database went away in between takes the claim up again and fails it then."""
+    db, settings, job_id, (unit, _) = two_open_units
+    stamp = utcnow()
+    with db.session() as session:  # the claim committed: its attempt counted, the dead-lettering did not
+        session.execute(update(Execution).where(Execution.id == unit.execution_id).values(
+            status="running", claimed_at=stamp, attempts=settings.max_unit_attempts + 1))
+    claim = engine.claim_unit(db, settings, unit.execution_id, held_since=stamp)
+    assert claim is not None and claim.dead_lettered
+    with db.session() as session:
+        failed = session.get(Execution, unit.execution_id)
+        assert (failed.status, failed.failure["code"], failed.attempts) == ("failed", "poison",
+                                                                             settings.max_unit_attempts)

@@ -164,7 +164,7 @@ def test_worker_serves_unit_and_provider_metrics_and_logs_json_with_context(proc
     assert banner["queues"] == ["jobs", "region.APAC", "region.EU", "region.US"] and "beacon.execute_unit" in banner["tasks"]
     finalised = [line for line in lines if line["message"] == "job finalised" and line.get("job_id") == job_id]
     assert finalised, "no JSON log line for the finalisation"
-    assert finalised[0]["level"] == "info" and finalised[0]["logger"] == "beacon.execution.engine" and "time" in finalised[0]
+    assert finalised[0]["level"] == "info" and finalised[0]["logger"] == "beacon.execution.finalisation" and "time" in finalised[0]
     assert finalised[0]["task_id"] and finalised[0]["region"] in ("US", "EU", "APAC")
 
 
