@@ -67,7 +67,6 @@ class Database:
         with self.sessions() as session, session.begin():
             yield session
 
-
     def write_together(self, writes: Sequence[Write]) -> list[Any]:
         """Run these writes atomically; return what each one's statement returned first (None
         without RETURNING or rows).

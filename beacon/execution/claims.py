@@ -13,7 +13,7 @@ from sqlalchemy import Float, Text, and_, bindparam, cast, func, literal, or_, s
 
 from beacon.db import Database
 from beacon.execution.store import HELD, JOBS, NOW, UNITS, json_object, unit_event, with_event
-from beacon.messaging.events import emit, publish_events
+from beacon.messaging.events import emit, event_message, publish_events
 from beacon.settings import Settings
 from beacon.statuses import Classification, JobStatus, UnitStatus
 from beacon.timeutil import isoformat, parse_rfc3339, utcnow
@@ -140,10 +140,9 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
         if execution.event_id is None:  # this claim used the last attempt
             with db.session() as session:
                 return _dead_letter(session, settings, execution.job_id, execution_id, execution, now)
-        publish_events([{"id": execution.event_id, "seq": execution.event_seq, "type": "unit.started",
-                         "job_id": execution.job_id, "time": isoformat(now),
-                         "data": {"job_id": execution.job_id,
-                                  **unit_event(execution_id, execution, status=UnitStatus.RUNNING)}}])
+        publish_events([event_message(
+            execution.event_id, execution.event_seq, "unit.started", execution.job_id, now,
+            {"job_id": execution.job_id, **unit_event(execution_id, execution, status=UnitStatus.RUNNING)})])
         call_timeout = min(execution.provider_timeout_ms / 1000, (execution.deadline_at - now).total_seconds())
         return Claim(execution_id, execution.job_id, execution.region, execution.model_id, execution.question_id,
                      execution.prompt, execution.attempts, now, call_timeout, execution.deadline_at,

@@ -15,9 +15,9 @@ from beacon.execution.claims import Claim
 from beacon.execution.classify import classify
 from beacon.execution.providers import ProviderError
 from beacon.execution.store import EVENTS, HELD, JOBS, OPEN, UNITS, unit_event, with_event
-from beacon.messaging.events import emit, publish_events
+from beacon.messaging.events import emit, event_message, publish_events
 from beacon.statuses import Classification, UnitStatus
-from beacon.timeutil import isoformat, utcnow
+from beacon.timeutil import utcnow
 
 _RECORD_ANSWER_VALUES = dict(
     status=UnitStatus.COMPLETED, output=bindparam("output"), output_sha256=bindparam("output_sha256"),
@@ -84,8 +84,7 @@ def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: 
     if row is None:
         return None
     seq, event_id, seen, others_open = row
-    publish_events([{"id": event_id, "seq": seq, "type": event, "job_id": claim.job_id, "time": isoformat(now),
-                     "data": payload}])
+    publish_events([event_message(event_id, seq, event, claim.job_id, now, payload)])
     return Recorded(last=not others_open if seq == seen + 1 else None)
 
 

@@ -58,9 +58,15 @@ def emit(session: Session, job_id: str, event_type: str, data: dict[str, Any] | 
     payload = {"job_id": job_id, **(data or {})}
     row_id = session.execute(_INSERT, {"job_id": job_id, "seq": seq, "type": event_type, "time": now,
                                        "data": payload}).scalar_one()
-    event = {"id": row_id, "seq": seq, "type": event_type, "job_id": job_id, "time": isoformat(now), "data": payload}
+    event = event_message(row_id, seq, event_type, job_id, now, payload)
     session.info.setdefault(_PENDING, []).append(event)
     return event
+
+
+def event_message(event_id: int | None, seq: int, event_type: str, job_id: str, time: datetime,
+                  data: dict[str, Any]) -> dict[str, Any]:
+    """An event as it is published and served: ``{id, seq, type, job_id, time, data}``."""
+    return {"id": event_id, "seq": seq, "type": event_type, "job_id": job_id, "time": isoformat(time), "data": data}
 
 
 def first_event(job_id: str, event_type: str, data: dict[str, Any], now: datetime) -> tuple[Write, dict]:
@@ -70,12 +76,11 @@ def first_event(job_id: str, event_type: str, data: dict[str, Any], now: datetim
     payload = {"job_id": job_id, **data}
     write = Write(_INSERT_FIRST, {"event_job_id": job_id, "event_seq": 1, "event_type": event_type, "event_time": now,
                                   "event_data": payload})
-    return write, {"id": None, "seq": 1, "type": event_type, "job_id": job_id, "time": isoformat(now), "data": payload}
+    return write, event_message(None, 1, event_type, job_id, now, payload)
 
 
 def event_view(row: Event) -> dict[str, Any]:
-    return {"id": row.id, "seq": row.seq, "type": row.type, "job_id": row.job_id, "time": isoformat(row.time),
-            "data": row.data}
+    return event_message(row.id, row.seq, row.type, row.job_id, row.time, row.data)
 
 
 def events_since(session: Session, job_id: str, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
