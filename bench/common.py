@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import redis
+import requests
 
 from beacon.crypto.signing import KeyPair
 from tests.factories import body, make_spec  # noqa: F401  (shared with the tests)
@@ -68,6 +69,14 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def answers_live(base: str) -> bool:
+    """Whether the server at ``base`` answers ``GET /health/live`` with a success."""
+    try:
+        return requests.get(f"{base}/health/live", timeout=1).ok
+    except requests.RequestException:
+        return False
 
 
 def percentile(values: list[float], fraction: float) -> float:

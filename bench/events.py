@@ -30,6 +30,7 @@ import simple_websocket
 from beacon.crypto.signing import KeyPair
 from bench.common import (
     PYTHON,
+    answers_live,
     beacon_env,
     percentile,
     redis_db,
@@ -137,9 +138,7 @@ def main() -> None:
         api = start([PYTHON, "-m", "beacon", "api", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                     env, str(work / "api.log"))
         try:
-            import requests
-
-            wait_for(lambda: _up(requests, port), timeout=60, what="the API")
+            wait_for(lambda: answers_live(f"http://127.0.0.1:{port}"), timeout=60, what="the API")
             # Raw Redis pub/sub first: the baseline
             subs = []
             for _ in range(args.clients):
@@ -172,13 +171,6 @@ def main() -> None:
                   f"{percentile(delays, 0.99):.1f} ms vs {percentile(raw_delays, 0.99):.1f} ms")
         finally:
             stop(api)
-
-
-def _up(requests, port: int) -> bool:  # noqa: ANN001
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health/live", timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import requests
 from beacon.crypto.signing import KeyPair
 from bench.common import (
     PYTHON,
+    answers_live,
     beacon_env,
     body,
     make_spec,
@@ -141,7 +142,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         attack = None
         try:
-            wait_for(lambda: _live(base), timeout=60, what="the API")
+            wait_for(lambda: answers_live(base), timeout=60, what="the API")
             phase(base, key, 3)  # warm up: connections, imports, the database pool
             quiet_health, quiet_submit = phase(base, key, args.seconds)
 
@@ -177,13 +178,6 @@ def main() -> None:
     meets = percentile(loud_health[0], 0.99) <= TARGET_P99_MS and loud_health[1] == 0 and loud_submit[1] == 0
     print(f"target (health p99 <= {TARGET_P99_MS:g} ms under attack, no failed probe or submission): "
           f"{'met' if meets else 'NOT met'}")
-
-
-def _live(base: str) -> bool:
-    try:
-        return requests.get(f"{base}/health/live", timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 if __name__ == "__main__":

@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import requests
-
 from beacon.crypto.signing import KeyPair
 from bench.common import (
     PYTHON,
+    answers_live,
     beacon_env,
     body,
     make_spec,
@@ -69,14 +68,7 @@ def write_bodies(path: Path, bodies: list[bytes]) -> Path:
 def serve(target: str, env: dict[str, str], log: str, path: str = "/api/v1/jobs") -> tuple[str, object]:
     port = spare_port()
     process = start([PYTHON, *GUNICORN, "--bind", f"127.0.0.1:{port}", target], env, log)
-
-    def up() -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code in (200, 404)
-        except requests.RequestException:
-            return False
-
-    wait_for(up, what=f"gunicorn {target}")
+    wait_for(lambda: answers_live(f"http://127.0.0.1:{port}"), what=f"gunicorn {target}")
     return f"http://127.0.0.1:{port}{path}", process
 
 
