@@ -37,6 +37,7 @@ from bench.common import (
     answers_live,
     beacon_env,
     body,
+    cpu_seconds,
     make_spec,
     percentile,
     scratch_database,
@@ -70,22 +71,6 @@ def serve(target: str, env: dict[str, str], log: str, path: str = "/api/v1/jobs"
     process = start([PYTHON, *GUNICORN, "--bind", f"127.0.0.1:{port}", target], env, log)
     wait_for(lambda: answers_live(f"http://127.0.0.1:{port}"), what=f"gunicorn {target}")
     return f"http://127.0.0.1:{port}{path}", process
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (gunicorn's master and workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return total
 
 
 def wrk(url: str, bodies_file: Path, seconds: int, connections: int, threads: int, server_pid: int) -> dict[str, float]:

@@ -30,6 +30,7 @@ from bench.common import (
     PYTHON,
     beacon_env,
     body,
+    cpu_seconds,
     make_spec,
     redis_db,
     scratch_database,
@@ -81,18 +82,19 @@ def beacon_worker(env: dict[str, str], log: Path) -> Iterator:
         yield services
 
 
-def run_beacon(env: dict[str, str], work: Path, key: KeyPair, jobs: int) -> float:
-    """Seconds from submitting ``jobs`` jobs through the ingest service until all have ended."""
-    with beacon_worker(env, work / "worker.log") as services:
+def run_beacon(env: dict[str, str], work: Path, key: KeyPair, jobs: int) -> tuple[float, float]:
+    """Seconds from submitting ``jobs`` jobs through the ingest service until all have ended, and the
+    worker's CPU seconds meanwhile."""
+    with beacon_workers(env, work / "worker.log") as (services, workers):
         bodies = [spec(key, QUESTIONS, MODELS) for _ in range(jobs)]
         ids = [json.loads(b)["id"] for b in bodies]
         pubsub = redis.Redis.from_url(env["REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(EVENTS_CHANNEL)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), cpu_seconds(workers[0].pid)
         for raw in bodies:
             assert services.ingestor.submit(raw, "127.0.0.1", None).created
         wait_terminal(pubsub, services.db, ids)
-        return time.perf_counter() - began
+        return time.perf_counter() - began, cpu_seconds(workers[0].pid) - cpu
 
 
 def wait_terminal(pubsub, db, ids: list[str], timeout: float = 600) -> None:  # noqa: ANN001
@@ -128,7 +130,8 @@ def fanout_overhead(env: dict[str, str], work: Path, key: KeyPair, repeats: int)
         return walls[1:]
 
 
-def run_raw(work: Path, chords: int) -> float:
+def run_raw(work: Path, chords: int) -> tuple[float, float]:
+    """Seconds for ``chords`` no-op chords on a raw Celery worker, and the worker's CPU seconds meanwhile."""
     env = {"CELERY_BROKER_URL": redis_db(13), "RAW_RESULT_BACKEND": redis_db(12)}
     import os
 
@@ -140,11 +143,11 @@ def run_raw(work: Path, chords: int) -> float:
     try:
         wait_for(lambda: app.control.ping(timeout=0.5), timeout=60, what="raw worker")
         chord([noop.s(i) for i in range(WIDTH)])(done.s()).get(timeout=60)  # warm-up
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), cpu_seconds(worker.pid)
         results = [chord([noop.s(i) for i in range(WIDTH)])(done.s()) for _ in range(chords)]
         for result in results:
             assert result.get(timeout=600) == WIDTH
-        return time.perf_counter() - began
+        return time.perf_counter() - began, cpu_seconds(worker.pid) - cpu
     finally:
         stop(worker)
 
@@ -158,17 +161,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="beacon-bench-"))
     trusted = trusted_key_file(work, key)
     with scratch_database("beacon_bench") as database_url:
-        beacon_s = run_beacon(beacon_env(database_url, work, trusted, SIMULATOR_LATENCY_MS="0"), work, key,
+        beacon_s, beacon_cpu = run_beacon(beacon_env(database_url, work, trusted, SIMULATOR_LATENCY_MS="0"), work, key,
                               options.jobs)
         walls = fanout_overhead(beacon_env(database_url, work, trusted, SIMULATOR_LATENCY_MS="1000"), work, key,
                                 options.fanout_repeats)
-    raw_s = run_raw(work, options.jobs)
+    raw_s, raw_cpu = run_raw(work, options.jobs)
     units = options.jobs * WIDTH
     print(f"beacon pipeline: {options.jobs} jobs × {WIDTH} units in {beacon_s:.2f} s = "
           f"{options.jobs / beacon_s:.1f} jobs/s, {units / beacon_s:.0f} units/s")
     print(f"raw celery chord: {options.jobs} chords × {WIDTH} no-op tasks in {raw_s:.2f} s = "
           f"{options.jobs / raw_s:.1f} chords/s, {units / raw_s:.0f} tasks/s")
     print(f"ratio beacon/raw = {raw_s / beacon_s:.2f}  (target ≥ 0.60)")
+    print(f"worker CPU per unit: beacon {beacon_cpu * 1000 / units:.2f} ms, raw celery {raw_cpu * 1000 / units:.2f} ms "
+          f"per task; ratio raw/beacon = {raw_cpu / beacon_cpu:.2f} (near the rate ratio while the worker is CPU-bound)")
     overheads = [(wall - 1.0) * 1000 for wall in walls]
     print(f"fan-out overhead (job of 3 regions × 1 s, minus 1 s): median {statistics.median(overheads):.0f} ms, "
           f"max {max(overheads):.0f} ms over {len(walls)} jobs  (target ≤ 100 ms)")

@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from beacon.crypto.signing import KeyPair
 from beacon.ingest.questions import load_catalogue
-from beacon.models import Job
+from beacon.models import Execution, Job
 from beacon.settings import Settings
 from bench.common import beacon_env, body, make_spec, scratch_database, trusted_key_file, wait_for
 from bench.pipeline import beacon_workers, terminal_count
@@ -74,11 +74,14 @@ def one_job(env: dict[str, str], work: Path, key: KeyPair, processes: int, units
         assert services.ingestor.submit(raw, "127.0.0.1", None).created
         wait_for(lambda: terminal_count(services.db, [job_id]) == 1, timeout=3600, interval=0.1, what="job to end")
         with services.db.session() as session:
-            created, finished = session.execute(select(Job.created_at, Job.finished_at).where(Job.id == job_id)).one()
-            from sqlalchemy import func
-
-            from beacon.models import Execution
-            count = session.scalar(select(func.count()).where(Execution.job_id == job_id))
+            created, started, finished = session.execute(
+                select(Job.created_at, Job.started_at, Job.finished_at).where(Job.id == job_id)).one()
+            count, first, last = session.execute(
+                select(func.count(), func.min(Execution.started_at), func.max(Execution.completed_at))
+                .where(Execution.job_id == job_id)).one()
+        print(f"  where the job's time went: submitted → started {(started - created).total_seconds():.2f} s, "
+              f"started → first unit's call {(first - started).total_seconds():.2f} s, the units' calls "
+              f"{(last - first).total_seconds():.2f} s, last unit recorded → finished {(finished - last).total_seconds():.2f} s")
         return count, (finished - created).total_seconds()
 
 

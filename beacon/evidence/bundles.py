@@ -5,8 +5,8 @@ every execution's receipt, builds the job's bundle (the verbatim signed JobSpec,
 analysis, the runner's identity, the generation and the CID of the bundle it supersedes; canonical
 JSON signed by the runner key), computes its CIDv0/CIDv1 with
 ``beacon.evidence.cid``, writes its blocks to the block store, stores the bundle row and receipts, and
-appends the transparency entry. ``after_seal`` runs after commit: the ``transparency.appended``
-event, then pinning when ``IPFS_API_URL`` is set. A bundle whose pin failed stays ``pending``
+appends the transparency entry; the caller writes their ``bundle.stored`` and ``transparency.appended``
+events in the same transaction. ``after_seal`` runs after commit: pinning when ``IPFS_API_URL`` is set. A bundle whose pin failed stays ``pending``
 and ``retry_pins`` (beat) tries again with exponential backoff; a node that computes another CID
 for the same bytes is recorded as ``mismatch`` and never pinned.
 """
@@ -76,11 +76,13 @@ class Sealed:
     cid_v1: str
     sha256: str
     appended: transparency.Appended
+    events: list[tuple[str, dict]]  # bundle.stored and transparency.appended, for the caller's transaction
 
 
 def seal_job(session: Session, db: Database, settings: Settings, job: Job, units: Iterable[Execution],
              now: datetime) -> Sealed:
-    """Receipts, bundle, blocks and the log entry of a job being finalised, in the caller's transaction."""
+    """Receipts, bundle, blocks and the log entry of a job being finalised, in the caller's transaction;
+    their events (``Sealed.events``) are the caller's to write with its own."""
     identity = runner_identity(settings)
     generation = job.generation or 1
     previous = job_bundle(session, job.id)
@@ -97,12 +99,13 @@ def seal_job(session: Session, db: Database, settings: Settings, job: Job, units
                            generation=generation, supersedes=supersedes))
     receipts.store_receipts(session, job.id, dag.root, receipt_docs)
     appended = transparency.append(session, identity, job.id, dag.root, digest, job.status, generation)
-    emit(session, job.id, "bundle.stored", {"bundle_cid": dag.root, "cid_v1": dag.root_v1, "sha256": digest,
-                                            "size": len(data), "generation": generation, "supersedes": supersedes})
-    emit(session, job.id, "transparency.appended", {
-        "status": job.status, "bundle_cid": dag.root, "leaf_index": appended.leaf_index,
-        "tree_size": appended.tree_size, "root_hash": appended.root_hash})
-    return Sealed(job.id, job.status, dag.root, dag.root_v1, digest, appended)
+    events = [
+        ("bundle.stored", {"bundle_cid": dag.root, "cid_v1": dag.root_v1, "sha256": digest, "size": len(data),
+                           "generation": generation, "supersedes": supersedes}),
+        ("transparency.appended", {"status": job.status, "bundle_cid": dag.root, "leaf_index": appended.leaf_index,
+                                   "tree_size": appended.tree_size, "root_hash": appended.root_hash}),
+    ]
+    return Sealed(job.id, job.status, dag.root, dag.root_v1, digest, appended, events)
 
 
 def after_seal(db: Database, settings: Settings, sealed: Sealed) -> None:

@@ -65,7 +65,7 @@ from beacon.execution.sweep import record_heartbeat as record_heartbeat
 from beacon.execution.sweep import sweep as sweep
 from beacon.ingest.questions import load_catalogue
 from beacon.messaging.celery_app import EXECUTE_UNIT, region_queue
-from beacon.messaging.events import emit
+from beacon.messaging.events import emit_many
 from beacon.messaging.outbox import enqueue
 from beacon.models import Execution, Job
 from beacon.resources.jobs import require_state
@@ -133,19 +133,17 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
         if not moved:
             return 0
         units = spec.units(load_catalogue(settings.questions_file))
-        session.execute(
-            insert_ignore(session, UNITS, "job_id", "region", "model_id", "question_id"),
+        rows = session.execute(
+            insert_ignore(session, UNITS, "job_id", "region", "model_id", "question_id")
+            .returning(UNITS.c.id, UNITS.c.region),
             [
                 {"job_id": job_id, "region": u.region, "model_id": u.model_id, "question_id": u.question_id,
                  "prompt": u.prompt, "status": UnitStatus.PENDING, "attempts": 0, "created_at": now, "dispatched_at": now}
                 for u in units
             ],
-        )
-        rows = session.execute(
-            select(UNITS.c.id, UNITS.c.region).where(UNITS.c.job_id == job_id, UNITS.c.status == UnitStatus.PENDING)
         ).all()
-        emit(session, job_id, "job.started", {"units": len(rows)})
-        emit(session, job_id, "job.running", {"units": len(rows), "generation": job.generation or 1})
+        emit_many(session, job_id, [("job.started", {"units": len(rows)}),
+                                    ("job.running", {"units": len(rows), "generation": job.generation or 1})])
     if dispatch_many is not None:
         dispatch_many([(execution_id, region) for execution_id, region in rows])
     else:
@@ -486,8 +484,8 @@ def start_generation(db: Database, settings: Settings, job_id: str, execution_id
                 setattr(unit, name, None)
         outbox = [enqueue(session, EXECUTE_UNIT, region_queue(u.region), [u.id]).id for u in chosen]
         ids = [u.id for u in chosen]
-        emit(session, job_id, "job.started", {"units": len(ids), "generation": generation})
-        emit(session, job_id, "job.running", {"units": len(ids), "generation": generation})
+        emit_many(session, job_id, [("job.started", {"units": len(ids), "generation": generation}),
+                                    ("job.running", {"units": len(ids), "generation": generation})])
     log.info("job generation started", extra={"job_id": job_id, "generation": generation, "units": len(ids),
                                                "previous_status": previous, "reason": reason})
     return Generation(job_id, generation, previous, ids, outbox, deadline)

@@ -12,7 +12,7 @@ from beacon.execution.analysis import Thresholds, analyse
 from beacon.execution.classify import is_success
 from beacon.execution.store import JOBS, OPEN, UNITS, stored_spec, unit_event
 from beacon.ingest.jobspec import JobSpec
-from beacon.messaging.events import emit
+from beacon.messaging.events import emit_many
 from beacon.models import Execution, Job
 from beacon.resources.jobs import get_job, require_state
 from beacon.settings import Settings
@@ -89,15 +89,15 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
             .values(status=UnitStatus.TIMEOUT, completed_at=now, lease_expires_at=None, classification=Classification.TECHNICAL_FAILURE)
             .returning(Execution.id, Execution.region, Execution.model_id, Execution.question_id, Execution.attempts)
         ).all()
-        for unit in sorted(timed_out):
-            emit(session, job_id, "unit.failed", unit_event(unit.id, unit, status=UnitStatus.TIMEOUT, error="timeout"))
+        events = [("unit.failed", unit_event(unit.id, unit, status=UnitStatus.TIMEOUT, error="timeout"))
+                  for unit in sorted(timed_out)]
         job = session.get(Job, job_id)
         units = list(session.scalars(select(Execution).where(Execution.job_id == job_id)))
         status, reason = job_outcome(stored_spec(job.spec, settings), units)
         job.analysis = analyse([execution_dict(u) for u in units], Thresholds(*settings.analysis_thresholds))
         job.status, job.status_reason, job.updated_at = status, reason, now
-        emit_finished(session, job_id, status, reason)
         sealed = bundles.seal_job(session, db, settings, job, units, now)
+        emit_many(session, job_id, [*events, *finished_events(status, reason), *sealed.events])
         job.finished_at = job.updated_at = utcnow()  # the finalising commit follows: stamped after sealing
     log.info("job finalised", extra={"job_id": job_id, "status": status, "reason": reason, "bundle_cid": sealed.cid,
                                      "leaf_index": sealed.appended.leaf_index})
@@ -113,10 +113,9 @@ def execution_dict(execution: Execution) -> dict:
     }
 
 
-def emit_finished(session, job_id: str, status: str, reason: str) -> None:  # noqa: ANN001
-    """``job.finished`` (as before) and the terminal ``job.<status>``, in the ending transaction."""
-    emit(session, job_id, "job.finished", {"status": status, "reason": reason})
-    emit(session, job_id, f"job.{status}", {"status": status, "reason": reason})
+def finished_events(status: str, reason: str) -> list[tuple[str, dict]]:
+    """``job.finished`` (as before) and the terminal ``job.<status>``, for the ending transaction."""
+    return [("job.finished", {"status": status, "reason": reason}), (f"job.{status}", {"status": status, "reason": reason})]
 
 
 def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reason: str, action: str,
@@ -146,6 +145,6 @@ def end_job(db: Database, settings: Settings, job_id: str, *, status: str, reaso
                 unit.classification = Classification.TECHNICAL_FAILURE
                 unit.failure = {"code": failure_code, "transient": False, "stage": action, "region": unit.region,
                                 "model": unit.model_id, "provider": unit.provider, "message": reason}
-        emit_finished(session, job_id, status, reason)
+        emit_many(session, job_id, finished_events(status, reason))
     log.info(f"job {status}", extra={"job_id": job_id, "units": len(units), "reason": reason, "action": action})
     return before, len(units)

@@ -40,8 +40,8 @@ EVENTS_CHANNEL = "beacon:events"
 _PENDING = "beacon.events.pending"
 _JOBS, _EVENTS = Job.__table__, Event.__table__
 _BUMP = (update(_JOBS).where(_JOBS.c.id == bindparam("job_id"))
-         .values(event_seq=_JOBS.c.event_seq + 1).returning(_JOBS.c.event_seq))
-_INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
+         .values(event_seq=_JOBS.c.event_seq + bindparam("count")).returning(_JOBS.c.event_seq))
+_INSERT = insert(_EVENTS).returning(_EVENTS.c.seq, _EVENTS.c.id)
 _INSERT_FIRST = bound_insert(Event, "event_", ("job_id", "seq", "type", "time", "data")).returning(_EVENTS.c.id)
 
 TERMINAL_JOB_EVENTS = ("job.completed", "job.failed", "job.cancelled")
@@ -51,16 +51,29 @@ def emit(session: Session, job_id: str, event_type: str, data: dict[str, Any] | 
     """Write one event of ``job_id`` in ``session``'s transaction; it is published after commit.
 
     Returns the event (None when the job does not exist)."""
-    seq = session.execute(_BUMP, {"job_id": job_id}).scalar_one_or_none()
-    if seq is None:
-        return None
+    written = emit_many(session, job_id, [(event_type, data or {})])
+    return written[0] if written else None
+
+
+def emit_many(session: Session, job_id: str, events: list[tuple[str, dict[str, Any]]]) -> list[dict]:
+    """Write ``events`` ((type, data) pairs) of ``job_id`` in ``session``'s transaction, numbered in
+    that order: one bump of the job's counter by their number and one INSERT, whatever their number.
+    They are published after commit. Returns them (none when the job does not exist)."""
+    if not events:
+        return []
+    last = session.execute(_BUMP, {"job_id": job_id, "count": len(events)}).scalar_one_or_none()
+    if last is None:
+        return []
     now = utcnow()
-    payload = {"job_id": job_id, **(data or {})}
-    row_id = session.execute(_INSERT, {"job_id": job_id, "seq": seq, "type": event_type, "time": now,
-                                       "data": payload}).scalar_one()
-    event = event_message(row_id, seq, event_type, job_id, now, payload)
-    session.info.setdefault(_PENDING, []).append(event)
-    return event
+    written = [event_message(None, seq, event_type, job_id, now, {"job_id": job_id, **data})
+               for seq, (event_type, data) in enumerate(events, start=last - len(events) + 1)]
+    rows = [{"job_id": job_id, "seq": event["seq"], "type": event["type"], "time": now, "data": event["data"]}
+            for event in written]
+    ids = {seq: event_id for seq, event_id in session.execute(_INSERT, rows)}
+    for event in written:
+        event["id"] = ids[event["seq"]]
+    session.info.setdefault(_PENDING, []).extend(written)
+    return written
 
 
 def event_message(event_id: int | None, seq: int, event_type: str, job_id: str, time: datetime,
