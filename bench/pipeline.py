@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -134,10 +135,16 @@ def fanout_overhead(env: dict[str, str], work: Path, key: KeyPair, repeats: int)
 def run_raw(work: Path, chords: int) -> tuple[float, float]:
     """Seconds for ``chords`` no-op chords on a raw Celery worker, and the worker's CPU seconds meanwhile."""
     env = {"CELERY_BROKER_URL": redis_db(13), "RAW_RESULT_BACKEND": redis_db(12)}
-    import os
-
-    os.environ.update(env)
-    from bench.raw_celery import app, done, noop
+    previous = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # what bench.raw_celery reads when it is imported
+    try:
+        from bench.raw_celery import app, done, noop
+    finally:  # Celery prefers CELERY_BROKER_URL to any app's own broker: left set, it would take beacon's too
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
     worker = start([PYTHON, "-m", "celery", "-A", "bench.raw_celery", *WORKER, "--loglevel", "WARNING"], env,
                    str(work / "raw.log"))
