@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Iterable
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from beacon.db import Database, Write, bound_insert
@@ -41,6 +41,10 @@ _MARK_PUBLISHED = (
     .where(_TABLE.c.id.in_(bindparam("outbox_ids", expanding=True)), _TABLE.c.published_at.is_(None))
     .values(published_at=bindparam("now"))
 )
+# Postgres: the same, autocommitted without waiting for the disk (``set_config(…, true)`` is the
+# statement's own ``SET LOCAL synchronous_commit = off``, still in force when it commits).
+_MARK_PUBLISHED_LAZILY = _MARK_PUBLISHED.where(
+    select(func.set_config("synchronous_commit", "off", True)).scalar_subquery().isnot(None))
 
 
 def new_message(task: str, queue: str, args: list, headers: dict | None = None) -> tuple[Write, dict]:
@@ -163,10 +167,9 @@ class FastPath:
                 for message in messages:
                     _back_off(session.merge(message), exc, now)
             return 0
-        with self.db.session() as session:
-            if self.db.is_postgres:
-                session.execute(text("SET LOCAL synchronous_commit = off"))
-            session.execute(_MARK_PUBLISHED, {"outbox_ids": [message.id for message in messages], "now": now})
+        with self.db.autocommitted() as connection:  # one round trip: no BEGIN, SET LOCAL or COMMIT
+            connection.execute(_MARK_PUBLISHED_LAZILY if self.db.is_postgres else _MARK_PUBLISHED,
+                               {"outbox_ids": [message.id for message in messages], "now": now})
         return len(messages)
 
     def _run(self) -> None:
