@@ -27,13 +27,12 @@ import threading
 from typing import Any
 
 from celery.signals import (
-    task_postrun,
     task_received,
-    task_revoked,
     worker_ready,
     worker_shutdown,
     worker_shutting_down,
 )
+from celery.worker import state as worker_state
 
 from beacon.db import get_database
 from beacon.execution import engine, regions
@@ -81,34 +80,30 @@ def watch_ended_jobs(stop: threading.Event) -> None:
 
 # ------------------------------------------------------------------ units held, heartbeats
 
-_held_lock = threading.Lock()
-_held: dict[str, int] = {}  # task id -> execution id, for execute_unit messages received and not done
 _received = threading.Event()  # a unit message arrived: beat soon, so the heartbeat names it
 _identity: dict[str, Any] = {}
 _DEBOUNCE_S = 0.1  # gathers the messages that arrive meanwhile into one heartbeat (at most ~10 a second under load)
 
 
 def held_units() -> list[int]:
-    with _held_lock:
-        return list(_held.values())
+    """The units whose messages this worker holds: received and not done (running, waiting for a
+    thread, or waiting out a countdown), read from Celery's own worker state. That state also lets
+    go of the messages Celery drops when its broker connection is lost (they can no longer be acked
+    or run here), so a unit the broker lost with them is not named as held, and the sweeper
+    re-dispatches it."""
+    units = []
+    for request in tuple(worker_state.requests.values()):  # one C-level copy: no lock needed
+        if request.name == EXECUTE_UNIT:
+            try:
+                units.append(int(request.args[0]))
+            except (IndexError, TypeError, ValueError):
+                continue
+    return units
 
 
 def on_task_received(request: Any = None, **_: Any) -> None:
     if request is not None and getattr(request, "name", None) == EXECUTE_UNIT:
-        try:
-            execution_id = int(request.args[0])
-        except (IndexError, TypeError, ValueError):
-            return
-        with _held_lock:
-            _held[request.id] = execution_id
         _received.set()
-
-
-def on_task_done(task_id: str | None = None, request: Any = None, **_: Any) -> None:
-    task_id = task_id or getattr(request, "id", None)
-    if task_id:
-        with _held_lock:
-            _held.pop(task_id, None)
 
 
 def beat_heartbeats(worker: str, stop: threading.Event) -> None:
@@ -176,5 +171,3 @@ def install() -> None:
     worker_ready.connect(on_worker_ready, weak=False)
     worker_shutdown.connect(on_worker_shutdown, weak=False)
     task_received.connect(on_task_received, weak=False)
-    task_postrun.connect(on_task_done, weak=False)
-    task_revoked.connect(on_task_done, weak=False)
