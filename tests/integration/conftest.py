@@ -6,6 +6,8 @@ A module that needs its own key or settings overrides ``keys`` or ``stack_env``.
 import pytest
 
 from beacon.crypto.signing import KeyPair
+from beacon.db import Database
+from beacon.migrate import upgrade
 from tests.conftest import REDIS_BASE_URL, REDIS_BROKER_DB
 from tests.stack import Stack
 
@@ -42,3 +44,13 @@ def fresh(stack, clean_db):
     """The module's stack with an empty database and a reset simulator."""
     stack.reset()
     return stack
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def either_db(request, clean_db, tmp_path) -> Database:
+    """A migrated, empty database of each kind in turn: the scratch Postgres one, then a SQLite file."""
+    if request.param == "postgres":
+        return Database(clean_db)
+    url = f"sqlite:///{tmp_path / 'beacon.db'}"
+    upgrade(url)
+    return Database(url)

@@ -10,7 +10,6 @@ from sqlalchemy.exc import IntegrityError
 from beacon.db import Database, Write, bound_insert
 from beacon.messaging.events import first_event
 from beacon.messaging.outbox import new_message
-from beacon.migrate import upgrade
 from beacon.models import Event, Job, OutboxMessage
 from beacon.timeutil import utcnow
 
@@ -27,33 +26,24 @@ def job_with_event_and_message(job_id: str) -> list[Write]:
                         "job_event_seq": 1}), event, message]
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def db(request, clean_db, tmp_path) -> Database:
-    if request.param == "postgres":
-        return Database(clean_db)
-    url = f"sqlite:///{tmp_path / 'beacon.db'}"
-    upgrade(url)
-    return Database(url)
-
-
 def counts(db: Database) -> tuple[int, int, int]:
     with db.session() as session:
         return tuple(session.scalar(select(func.count()).select_from(model)) for model in (Job, Event, OutboxMessage))
 
 
-def test_rows_are_written_together_and_return_their_ids(db):
-    first = db.write_together(job_with_event_and_message("job-1"))
-    second = db.write_together(job_with_event_and_message("job-2"))
+def test_rows_are_written_together_and_return_their_ids(either_db):
+    first = either_db.write_together(job_with_event_and_message("job-1"))
+    second = either_db.write_together(job_with_event_and_message("job-2"))
     assert first[0] is None and second[0] is None  # the job's INSERT returns nothing
     assert second[1] == first[1] + 1 and second[2] == first[2] + 1  # the event's and the message's ids
-    assert counts(db) == (2, 2, 2)
-    with db.session() as session:
+    assert counts(either_db) == (2, 2, 2)
+    with either_db.session() as session:
         assert session.get(Job, "job-2").spec == {"id": "job-2"}
         assert session.get(Event, second[1]).data == {"job_id": "job-2", "status": "queued"}
 
 
-def test_a_unique_violation_writes_nothing(db):
-    db.write_together(job_with_event_and_message("job-1"))
+def test_a_unique_violation_writes_nothing(either_db):
+    either_db.write_together(job_with_event_and_message("job-1"))
     with pytest.raises(IntegrityError):
-        db.write_together(job_with_event_and_message("job-1"))  # the job exists: event and message roll back
-    assert counts(db) == (1, 1, 1)
+        either_db.write_together(job_with_event_and_message("job-1"))  # the job exists: event and message roll back
+    assert counts(either_db) == (1, 1, 1)
