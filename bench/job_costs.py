@@ -36,7 +36,6 @@ def main() -> None:
         os.environ.update(env)
         from app.services import Services
         from beacon.execution import engine, regions
-        from beacon.execution.providers.inflight import CallAborts
         from beacon.settings import Settings
 
         settings = Settings.from_env(env)
@@ -54,9 +53,7 @@ def main() -> None:
             spent["start"] = time.process_time() - began
             began = time.process_time()
             for execution_id, _region in units:
-                claim = engine.claim_unit(db, settings, execution_id, worker="bench")
-                assert claim is not None
-                engine._record(db, claim, engine._call(settings, registry, claim, CallAborts()))
+                assert engine.run_unit(db, settings, registry, execution_id, worker="bench").status == "completed"
             spent["units"] = time.process_time() - began
             began = time.process_time()
             assert engine.finalize_job(db, settings, job_id) in ("completed", "failed")
