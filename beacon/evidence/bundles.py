@@ -92,12 +92,12 @@ def seal_job(session: Session, db: Database, settings: Settings, job: Job, units
     dag = build_dag(data)
     digest = hashlib.sha256(data).hexdigest()
     block_store(db, settings.data_dir).put(session, dag.blocks)
-    if session.get(Bundle, dag.root) is None:
+    if previous is None or session.get(Bundle, dag.root) is None:  # a job's first bundle is new (its id is in it)
         session.add(Bundle(cid=dag.root, cid_v1=dag.root_v1, job_id=job.id, sha256=digest, size=len(data),
                            created_at=now, pin_state="pending", pin_attempts=0,
                            pin_next_attempt_at=now + timedelta(seconds=settings.pin_retry_base_seconds),
                            generation=generation, supersedes=supersedes))
-    receipts.store_receipts(session, job.id, dag.root, receipt_docs)
+    receipts.store_receipts(session, job.id, dag.root, receipt_docs, replace=previous is not None)
     appended = transparency.append(session, identity, job.id, dag.root, digest, job.status, generation)
     events = [
         ("bundle.stored", {"bundle_cid": dag.root, "cid_v1": dag.root_v1, "sha256": digest, "size": len(data),

@@ -41,10 +41,13 @@ def build_receipt(identity: RunnerIdentity, execution: Execution, issued_at: dat
     return identity.sign(doc)
 
 
-def store_receipts(session: Session, job_id: str, bundle_cid: str, receipts: Iterable[dict[str, Any]]) -> None:
+def store_receipts(session: Session, job_id: str, bundle_cid: str, receipts: Iterable[dict[str, Any]],
+                   replace: bool = True) -> None:
     """Keep the job's receipts as bundled: a later generation's receipts replace the earlier ones
-    here (which stay, signed, in the earlier generation's bundle)."""
-    session.execute(delete(Receipt).where(Receipt.job_id == job_id))
+    here (which stay, signed, in the earlier generation's bundle). ``replace=False``: the job has
+    none stored yet (its first bundle), so there is nothing to delete."""
+    if replace:
+        session.execute(delete(Receipt).where(Receipt.job_id == job_id))
     session.add_all(
         Receipt(execution_id=doc["id"], job_id=job_id, bundle_cid=bundle_cid, document=canonical_json(doc).decode())
         for doc in receipts

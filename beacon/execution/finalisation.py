@@ -83,12 +83,12 @@ def finalize_job(db: Database, settings: Settings, job_id: str, *, deadline: boo
         claimed = session.execute(claim, {"job_id": job_id, "now": now}).rowcount
         if not claimed:
             return None
-        timed_out = session.execute(
+        timed_out = session.execute(  # without the deadline the claim found no open unit: nothing to time out
             update(Execution)
             .where(Execution.job_id == job_id, Execution.status.in_(OPEN_UNIT))
             .values(status=UnitStatus.TIMEOUT, completed_at=now, lease_expires_at=None, classification=Classification.TECHNICAL_FAILURE)
             .returning(Execution.id, Execution.region, Execution.model_id, Execution.question_id, Execution.attempts)
-        ).all()
+        ).all() if deadline else []
         events = [("unit.failed", unit_event(unit.id, unit, status=UnitStatus.TIMEOUT, error="timeout"))
                   for unit in sorted(timed_out)]
         job = session.get(Job, job_id)
