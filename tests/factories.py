@@ -68,3 +68,11 @@ def seed_answered_job(db, settings, key: KeyPair, questions: list[str], regions:
                         classification=classify(output, failed=False), attempts=1, started_at=now,
                         completed_at=now, duration_ms=1, created_at=now))
     return spec["id"]
+
+
+def mebibyte_spec() -> dict[str, Any]:
+    """A JobSpec-shaped value whose signing form is just over 1 MiB: non-ASCII questions, floats,
+    integers beyond 2**53, escaped strings."""
+    questions = [f"question_{i}_" + "\u00e9x" * 20 for i in range(5500)]
+    metadata = {f"k{i}": {"n": i * 1.5, "big": 2**60 + i, "s": 'text\n"quoted" ' * 3, "ok": True} for i in range(5500)}
+    return {"benchmark": {"name": "bias"}, "questions": questions, "metadata": metadata, "runs": 1}
