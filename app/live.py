@@ -30,7 +30,7 @@ import time
 from typing import Iterator
 
 import redis
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from flask_sock import Sock
 
 from app.browser import compiled_origins
@@ -363,12 +363,23 @@ def origin_allowed(origin: str | None) -> bool:
 
 @bp.before_request
 def _check_ws() -> None:
-    """Before the handshake: a browser Origin not allowed gets 403, a bad ``since`` 400."""
+    """Before the handshake: a browser Origin not allowed gets 403, a bad ``since`` 400; then the
+    socket's subscription, taken before the handshake completes, so that every event published
+    once the client sees its socket open reaches it (the socket's handler takes it over)."""
     if request.path != "/ws":
         return
     if not origin_allowed(request.headers.get("Origin")):
         raise ApiError(403, "forbidden", "this Origin may not open /ws")
     _since(request.args.get("since"))
+    g.live_sub = event_source().subscribe("ws")
+
+
+@bp.teardown_request
+def _release_ws(_exc: BaseException | None = None) -> None:
+    """A subscription whose socket never opened (the handshake failed) is let go here."""
+    sub = g.pop("live_sub", None)
+    if sub is not None:
+        event_source().unsubscribe(sub)
 
 
 @sock.route("/ws", bp=bp)
@@ -380,7 +391,7 @@ def live(ws) -> None:  # noqa: ANN001
     if request.environ.get("gunicorn.socket") is not None:
         request.environ["gunicorn.socket"].settimeout(None)  # the ping keeps the socket honest
     source = event_source()
-    sub = source.subscribe("ws")
+    sub = g.pop("live_sub")  # subscribed before the handshake (_check_ws)
     sub.raw = raw
     try:
         for event in follow(sub, job_id, since):
