@@ -12,20 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from typing import Any, Callable
 
 from beacon.crypto.jsjson import js_sorted_stringify
+from bench.evidence import best_of
 from tests.factories import mebibyte_spec
-
-
-def best_seconds(fn: Callable[[Any], Any], value: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn(value)
-        times.append(time.perf_counter() - began)
-    return min(times)
 
 
 def main() -> None:
@@ -34,9 +24,9 @@ def main() -> None:
     options = parser.parse_args()
     spec = mebibyte_spec()
     size = len(js_sorted_stringify(spec))
-    ours = best_seconds(js_sorted_stringify, spec, options.repeats)
-    stdlib = best_seconds(lambda v: json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(),
-                          spec, options.repeats)
+    ours = best_of(options.repeats, lambda: js_sorted_stringify(spec))
+    stdlib = best_of(options.repeats, lambda: json.dumps(spec, sort_keys=True, separators=(",", ":"),
+                                                         ensure_ascii=False).encode())
     print(f"{size / 2**20:.2f} MiB signing form: js_sorted_stringify {ours * 1000:.0f} ms "
           f"(target < 100 ms), json.dumps with sorted keys {stdlib * 1000:.0f} ms: ratio {ours / stdlib:.1f}×")
 
