@@ -16,8 +16,11 @@ from beacon.models import OutboxMessage
 
 
 def trace_headers() -> dict[str, str]:
-    """The current trace as ``sentry-trace`` and ``baggage`` headers (empty when there is none)."""
+    """The current trace as ``sentry-trace`` and ``baggage`` headers (empty when there is none, or
+    when Sentry is off: nothing would receive the trace)."""
     headers = {}
+    if not sentry_sdk.get_client().is_active():
+        return headers
     traceparent = sentry_sdk.get_traceparent()
     if traceparent:
         headers["sentry-trace"] = traceparent
@@ -29,7 +32,11 @@ def trace_headers() -> dict[str, str]:
 
 @contextmanager
 def continued_trace(headers: Mapping[str, str], name: str) -> Iterator[None]:
-    """Run the block inside a transaction continuing the trace in ``headers``."""
+    """Run the block inside a transaction continuing the trace in ``headers`` (as it is when Sentry
+    is off: a scope and transaction per message would cost ~0.1 ms for nothing)."""
+    if not sentry_sdk.get_client().is_active():
+        yield
+        return
     with sentry_sdk.isolation_scope():
         transaction = sentry_sdk.continue_trace(dict(headers), op="queue.relay", name=name)
         with sentry_sdk.start_transaction(transaction):
