@@ -38,6 +38,7 @@ from beacon.timeutil import isoformat, utcnow
 log = logging.getLogger(__name__)
 
 BUNDLE_VERSION = 1
+_BUNDLES = Bundle.__table__
 
 
 def bundle_bytes(identity: RunnerIdentity, job: Job, receipt_docs: list[dict[str, Any]], sealed_at: datetime,
@@ -93,10 +94,10 @@ def seal_job(session: Session, db: Database, settings: Settings, job: Job, units
     digest = hashlib.sha256(data).hexdigest()
     block_store(db, settings.data_dir).put(session, dag.blocks)
     if previous is None or session.get(Bundle, dag.root) is None:  # a job's first bundle is new (its id is in it)
-        session.add(Bundle(cid=dag.root, cid_v1=dag.root_v1, job_id=job.id, sha256=digest, size=len(data),
-                           created_at=now, pin_state="pending", pin_attempts=0,
-                           pin_next_attempt_at=now + timedelta(seconds=settings.pin_retry_base_seconds),
-                           generation=generation, supersedes=supersedes))
+        session.execute(_BUNDLES.insert().values(
+            cid=dag.root, cid_v1=dag.root_v1, job_id=job.id, sha256=digest, size=len(data), created_at=now,
+            pin_state="pending", pin_attempts=0, pin_next_attempt_at=now + timedelta(seconds=settings.pin_retry_base_seconds),
+            generation=generation, supersedes=supersedes))
     receipts.store_receipts(session, job.id, dag.root, receipt_docs, replace=previous is not None)
     appended = transparency.append(session, identity, job.id, dag.root, digest, job.status, generation)
     events = [

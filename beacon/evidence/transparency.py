@@ -64,15 +64,19 @@ def frontier_root(frontier: list[bytes]) -> bytes:
     return root
 
 
-def _locked_head(session: Session) -> TransparencyHead:
-    """The log-head row, locked until the transaction ends (created on the first append)."""
-    query = (select(TransparencyHead).where(TransparencyHead.id == 1).with_for_update()
-             .execution_options(populate_existing=True))
-    head = session.execute(query).scalar_one_or_none()
+_HEAD = TransparencyHead.__table__
+_LOCK_HEAD = select(_HEAD.c.size, _HEAD.c.frontier).where(_HEAD.c.id == 1).with_for_update()
+_ENTRIES = TransparencyEntry.__table__
+
+
+def _locked_head(session: Session) -> tuple[int, list[str]]:
+    """The log's size and frontier, its head row locked until the transaction ends (the row is
+    created on the first append)."""
+    head = session.execute(_LOCK_HEAD).one_or_none()
     if head is None:
         session.execute(insert_ignore(session, TransparencyHead, "id").values(id=1, size=0, frontier=[], updated_at=utcnow()))
-        head = session.execute(query).scalar_one()
-    return head
+        head = session.execute(_LOCK_HEAD).one()
+    return head.size, head.frontier
 
 
 @dataclass(frozen=True)
@@ -85,24 +89,25 @@ class Appended:
 
 def append(session: Session, identity: RunnerIdentity, job_id: str, bundle_cid: str, bundle_sha256: str,
            status: str, generation: int = 1) -> Appended:
-    """Append a finalised job generation's entry in the caller's transaction (which then holds the log lock)."""
-    head = _locked_head(session)
+    """Append a finalised job generation's entry in the caller's transaction (which then holds the
+    log lock). Core statements: the caller's pending ORM changes are flushed first, so the lock is
+    taken as late as it can be."""
+    session.flush()
+    index, frontier_hex = _locked_head(session)
     now = utcnow()
     entry = {"job_id": job_id, "bundle_cid": bundle_cid, "bundle_sha256": bundle_sha256, "status": status,
              "logged_at": isoformat(now), "generation": generation}
     entry_bytes = canonical_json(entry)
     leaf = merkle.leaf_hash(entry_bytes)
-    index = head.size
-    frontier = _push([bytes.fromhex(h) for h in head.frontier], index, leaf)
+    frontier = _push([bytes.fromhex(h) for h in frontier_hex], index, leaf)
     root = frontier_root(frontier)
     signed_head = identity.sign({"kind": TREE_HEAD_KIND, "tree_size": index + 1, "root_hash": root.hex(),
                                  "timestamp": isoformat(now), "key_id": identity.key_id})
-    session.add(TransparencyEntry(leaf_index=index, job_id=job_id, bundle_cid=bundle_cid,
-                                  entry=entry_bytes.decode(), leaf_hash=leaf,
-                                  tree_head=canonical_json(signed_head).decode(), created_at=now,
-                                  generation=generation))
-    head.size, head.frontier, head.updated_at = index + 1, [node.hex() for node in frontier], now
-    session.flush()
+    session.execute(_ENTRIES.insert().values(
+        leaf_index=index, job_id=job_id, bundle_cid=bundle_cid, entry=entry_bytes.decode(), leaf_hash=leaf,
+        tree_head=canonical_json(signed_head).decode(), created_at=now, generation=generation))
+    session.execute(_HEAD.update().where(_HEAD.c.id == 1).values(
+        size=index + 1, frontier=[node.hex() for node in frontier], updated_at=now))
     return Appended(index, index + 1, root.hex(), entry)
 
 
