@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import Insert, Select, bindparam, create_engine, event, insert, literal, select
+from sqlalchemy import Executable, Insert, Select, bindparam, create_engine, event, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -83,8 +85,38 @@ class Database:
                 results = [session.execute(statement, params) for statement in statements]
                 return [result.scalar() if statement.exported_columns else None
                         for statement, result in zip(statements, results)]
+        return list(self.run(_chain(statements), params)[0])
+
+    def run(self, statement: Executable, params: dict[str, Any]) -> list[tuple]:
+        """One statement built once (a module constant), autocommitted; its rows as named tuples.
+
+        On Postgres it goes to the driver as SQL compiled once, with SQLAlchemy's own bind and
+        result processing of each value but none of its per-execution machinery (its compiled
+        cache lookup, execution context and result object: 0.2–0.4 ms a statement here, as much as
+        the statement itself). Elsewhere, through SQLAlchemy."""
+        if not self.is_postgres:
+            with self.autocommitted() as connection:
+                return list(connection.execute(statement, params).all())
+        form = _driver_form(statement, self.engine.dialect)
+        values = form.compiled.construct_params(params)
+        for name, process in form.binds:
+            values[name] = process(values[name])
+        dialect = self.engine.dialect
         with self.autocommitted() as connection:
-            return list(connection.execute(_chain(statements), params).one())
+            driver = connection.connection.driver_connection
+            try:
+                cursor = driver.execute(form.compiled.string, values)
+                rows = cursor.fetchall() if cursor.description else []
+            except dialect.loaded_dbapi.Error as exc:  # raised as SQLAlchemy would: its class, a lost connection dropped
+                lost = dialect.is_disconnect(exc, driver, None)
+                if lost:
+                    connection.invalidate(exc)
+                raise DBAPIError.instance(form.compiled.string, values, exc, dialect.loaded_dbapi.Error,
+                                          connection_invalidated=lost, dialect=dialect) from exc
+        if rows and len(rows[0]) != len(form.results):
+            raise ValueError(f"{len(rows[0])} columns returned, {len(form.results)} expected")
+        return [form.row(*(value if process is None else process(value) for process, value in zip(form.results, row)))
+                for row in rows]
 
     @contextmanager
     def autocommitted(self) -> Iterator[Connection]:
@@ -112,6 +144,28 @@ class Write:
 
     statement: UpdateBase
     params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _DriverForm:
+    compiled: Compiled
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # the bind processors of the bound names that have one
+    results: tuple[Callable[[Any], Any] | None, ...]  # each returned column's result processor
+    row: type  # a named tuple of the returned columns
+
+
+@lru_cache(maxsize=64)
+def _driver_form(statement: Executable, dialect: Dialect) -> _DriverForm:
+    """``statement`` compiled for the driver, with the type processing SQLAlchemy would apply."""
+    compiled = statement.compile(dialect=dialect)
+    if compiled.literal_execute_params or compiled.post_compile_params:  # rendered per execution: not here
+        raise ValueError("Database.run takes no IN (…) or literal-execute parameter; write IN as ORs of =")
+    binds = tuple((compiled.escaped_bind_names.get(name, name), process) for bind, name in compiled.bind_names.items()
+                  if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None)
+    columns = list(getattr(statement, "selected_columns", None) or getattr(statement, "exported_columns", None) or [])
+    results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+    row = namedtuple("Row", [column.key or f"column_{i}" for i, column in enumerate(columns)], rename=True)
+    return _DriverForm(compiled, binds, results, row)
 
 
 @lru_cache(maxsize=64)

@@ -131,12 +131,11 @@ def claim_unit(db: Database, settings: Settings, execution_id: int, held_since: 
     margin = settings.unit_lease_margin_seconds
     if held_since is None and db.is_postgres:
         # One autocommitted statement: the job's state, its deadline, the lease and the event.
-        with db.autocommitted() as connection:
-            execution = connection.execute(_CLAIM_WITH_EVENT, {
-                "execution_id": execution_id, "now": now, "margin": margin, "worker": worker,
-                "max_attempts": settings.max_unit_attempts, "event_time": now}).one_or_none()
-        if execution is None:
+        rows = db.run(_CLAIM_WITH_EVENT, {"execution_id": execution_id, "now": now, "margin": margin, "worker": worker,
+                                          "max_attempts": settings.max_unit_attempts, "event_time": now})
+        if not rows:
             return None
+        execution = rows[0]
         if execution.event_id is None:  # this claim used the last attempt
             with db.session() as session:
                 return _dead_letter(session, settings, execution.job_id, execution_id, execution, now)

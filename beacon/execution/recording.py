@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, exists, null, select, true, update
 
@@ -53,14 +54,33 @@ def _recording(change):  # noqa: ANN001, ANN202
         recorded.outerjoin(seq, true()).outerjoin(event, true()))
 
 
-_RECORD_ANSWER = _recording(update(UNITS).where(HELD).values(**_RECORD_ANSWER_VALUES))
+@dataclass(frozen=True)
+class _Change:
+    """An UPDATE of a held unit (``update``, for SQLite) and the same with its event (``recording``,
+    for Postgres), built once."""
+
+    update: Any
+    recording: Any
 
 
-def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: str, data: dict,
-                 recording=None) -> Recorded | None:  # noqa: ANN001
-    """UPDATE the unit with ``values`` while ``claim`` holds it, and write ``event`` with it: one
-    autocommitted statement on Postgres (``recording``: the statement, when built once), one
-    transaction elsewhere. None when the claim no longer holds the unit.
+def _change(**values: Any) -> _Change:
+    change = update(UNITS).where(HELD).values(**values)
+    return _Change(change, _recording(change))
+
+
+_FAILURE_VALUES = dict(failure=bindparam("failure", type_=UNITS.c.failure.type), provider=bindparam("provider"),
+                       lease_expires_at=None)
+_ANSWERED = _change(**_RECORD_ANSWER_VALUES)
+_FAILED = _change(**_FAILURE_VALUES, status=UnitStatus.FAILED, classification=Classification.TECHNICAL_FAILURE,
+                  completed_at=bindparam("now"), duration_ms=bindparam("duration_ms"))
+_RETRYING = _change(**_FAILURE_VALUES, status=UnitStatus.PENDING, dispatched_at=bindparam("dispatched_at"),
+                    provider_retries=UNITS.c.provider_retries + 1)
+
+
+def _record_held(db: Database, claim: Claim, change: _Change, params: dict, event: str, data: dict) -> Recorded | None:
+    """Apply ``change`` to the unit while ``claim`` holds it, and write ``event`` with it: one
+    autocommitted statement on Postgres, one transaction elsewhere. None when the claim no longer
+    holds the unit.
 
     On Postgres the statement also tells whether the job was left without an open unit, when its
     snapshot is known to be the state it committed on: every change that makes a unit of a running
@@ -71,19 +91,15 @@ def _record_held(db: Database, claim: Claim, values: dict, params: dict, event: 
     held = {"execution_id": claim.execution_id, "held_since": claim.claimed_at, **params}
     if not db.is_postgres:
         with db.session() as session:
-            changed = bool(session.execute(update(UNITS).where(HELD).values(**values), held).rowcount) and bool(
+            changed = bool(session.execute(change.update, held).rowcount) and bool(
                 emit(session, claim.job_id, event, data))
         return Recorded() if changed else None
-    if recording is None:
-        recording = _recording(update(UNITS).where(HELD).values(**values))
     now = utcnow()
     payload = {"job_id": claim.job_id, **data}
-    with db.autocommitted() as connection:
-        row = connection.execute(recording, {**held, "event_type": event, "event_time": now,
-                                             "event_data": payload}).one_or_none()
-    if row is None:
+    rows = db.run(change.recording, {**held, "event_type": event, "event_time": now, "event_data": payload})
+    if not rows:
         return None
-    seq, event_id, seen, others_open = row
+    seq, event_id, seen, others_open = rows[0]
     publish_events([event_message(event_id, seq, event, claim.job_id, now, payload)])
     return Recorded(last=not others_open if seq == seen + 1 else None)
 
@@ -98,7 +114,7 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
     now = utcnow()
     classification = classify(output, failed=False)
     duration_ms = int((now - claim.claimed_at).total_seconds() * 1000)
-    return _record_held(db, claim, _RECORD_ANSWER_VALUES, {
+    return _record_held(db, claim, _ANSWERED, {
         "output": output, "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
         "classification": classification, "provider": provider[:64], "served_region": served_region,
         "now": now, "duration_ms": duration_ms,
@@ -106,7 +122,7 @@ def record_answer(db: Database, claim: Claim, output: str, provider: str, served
         "provider_receipt": provider_receipt, "finish_reason": finish_reason,
         "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens"),
     }, "unit.completed", unit_event(claim.execution_id, claim, status=UnitStatus.COMPLETED,
-                                    classification=classification, duration_ms=duration_ms), _RECORD_ANSWER)
+                                    classification=classification, duration_ms=duration_ms))
 
 
 def record_failure(db: Database, claim: Claim, error: ProviderError | dict, provider: str, final: bool,
@@ -115,14 +131,13 @@ def record_failure(db: Database, claim: Claim, error: ProviderError | dict, prov
     (counted in ``provider_retries``, not as a lost claim)."""
     now = utcnow()
     failure = error if isinstance(error, dict) else {**error.to_dict(), "attempt": claim.attempts}
-    values: dict = {"failure": failure, "provider": provider, "lease_expires_at": None}
+    params: dict = {"failure": failure, "provider": provider}
     if final:
-        values.update(status=UnitStatus.FAILED, classification=Classification.TECHNICAL_FAILURE, completed_at=now,
-                      duration_ms=int((now - claim.claimed_at).total_seconds() * 1000))
+        params.update(now=now, duration_ms=int((now - claim.claimed_at).total_seconds() * 1000))
     else:
-        values.update(status=UnitStatus.PENDING, dispatched_at=now + timedelta(seconds=retry_in),
-                      provider_retries=UNITS.c.provider_retries + 1)
-    return _record_held(db, claim, values, {}, "unit.failed" if final else "unit.retrying", unit_event(
+        params.update(dispatched_at=now + timedelta(seconds=retry_in))
+    return _record_held(db, claim, _FAILED if final else _RETRYING, params,
+                        "unit.failed" if final else "unit.retrying", unit_event(
         claim.execution_id, claim, status=UnitStatus.FAILED if final else UnitStatus.PENDING,
         error=failure.get("code"), retry_in=None if final else retry_in))
 

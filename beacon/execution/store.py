@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from sqlalchemy import DateTime, Text, and_, bindparam, cast, func, insert, literal, select, true, update
+from sqlalchemy import DateTime, Text, and_, bindparam, cast, func, insert, literal, or_, select, true, update
 
 from beacon.ingest.jobspec import JobSpec, parse_jobspec
 from beacon.ingest.questions import load_catalogue
@@ -27,7 +27,7 @@ def stored_spec(spec: dict, settings: Settings) -> JobSpec:
 # The statements of the hot path are built once on the tables (Core: no ORM flush or bulk-update
 # path); each call only binds values.
 JOBS, UNITS = Job.__table__, Execution.__table__
-OPEN = UNITS.c.status.in_(OPEN_UNIT)
+OPEN = or_(*(UNITS.c.status == status for status in OPEN_UNIT))  # not IN (…): see Database.run
 EVENTS = Event.__table__
 NOW = bindparam("now", type_=DateTime(timezone=True))
 HELD = and_(UNITS.c.id == bindparam("execution_id"), UNITS.c.status == UnitStatus.RUNNING,
