@@ -238,7 +238,9 @@ class Ingestor:
         form = verified.form
         projection = form.projection(doc)
         signature, public_key = doc["signature"], doc["public_key"]
-        spec = self.parse({**projection, "signature": signature, "public_key": public_key})
+        # What runs is what was signed: the projection, parsed again, unless the form covers every field
+        # (then the projection is the document already parsed).
+        spec = self.parse({**projection, "signature": signature, "public_key": public_key}) if form.uncovered else schema
         signed_id = projection.get("jobspec_id") or (projection.get("id") if form.covers("id") else None)
         offered = None if form.covers("id") else doc.get("id")
         return Submission(
