@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from beacon.execution.engine import is_db_unavailable
 from beacon.db import Database, Write, bound_insert
+from beacon.execution.engine import is_db_unavailable
 from beacon.messaging.events import first_event
 from beacon.messaging.outbox import new_message
 from beacon.models import Event, Job, OutboxMessage
