@@ -97,11 +97,11 @@ class Database:
         if not self.is_postgres:
             with self.autocommitted() as connection:
                 return list(connection.execute(statement, params).all())
-        form = _driver_form(statement, self.engine.dialect)
+        dialect = self.engine.dialect
+        form = _driver_form(statement, dialect)
         values = form.compiled.construct_params(params)
         for name, process in form.binds:
             values[name] = process(values[name])
-        dialect = self.engine.dialect
         with self.autocommitted() as connection:
             driver = connection.connection.driver_connection
             try:
