@@ -39,8 +39,7 @@ def finalize_if_complete(db: Database, settings: Settings, job_id: str) -> str |
     The check is one autocommitted read, no lock, made after the outcome committed: of a job's
     last units recorded concurrently, the one that commits last sees them all terminal (others
     may too); :func:`finalize_job` claims the job once, whoever else tries."""
-    with db.autocommitted() as connection:
-        complete = connection.execute(_COMPLETE, {"job_id": job_id}).first() is not None
+    complete = bool(db.run(_COMPLETE, {"job_id": job_id}))
     return finalize_job(db, settings, job_id) if complete else None
 
 

@@ -51,9 +51,8 @@ _UPSERT_HEARTBEAT = {"postgresql": _upsert_heartbeat(pg_insert), "sqlite": _upse
 def record_heartbeat(db: Database, worker: str, units: list[int], started_at: datetime) -> None:
     """The worker ``worker`` is alive and holds the messages of ``units`` (received, not yet done):
     one autocommitted statement."""
-    with db.autocommitted() as connection:
-        connection.execute(_UPSERT_HEARTBEAT[db.engine.dialect.name], {
-            "worker": worker, "started_at": started_at, "seen_at": utcnow(), "units": sorted(set(units))})
+    db.run(_UPSERT_HEARTBEAT[db.engine.dialect.name], {
+        "worker": worker, "started_at": started_at, "seen_at": utcnow(), "units": sorted(set(units))})
 
 
 def forget_worker(db: Database, worker: str) -> None:

@@ -59,6 +59,7 @@ _TOUCH = (update(JOBS).where(JOBS.c.id == bindparam("job_id"))
           .values(analysis=bindparam("analysis", type_=JOBS.c.analysis.type), updated_at=bindparam("now")))
 _TOUCH_WITHOUT_IN = _TOUCH.returning(JOBS.c.id, JOBS.c.analysis, JOBS.c.updated_at, JOBS.c.spec, JOBS.c.generation)
 _TOUCH_WITH_IN = _TOUCH.returning(JOBS.c.status.in_(("queued", "running")).label("open"))
+BACKEND_PID = select(func.pg_backend_pid())
 
 
 def test_run_gives_what_sqlalchemy_gives(either_db):
@@ -87,11 +88,11 @@ def test_run_raises_sqlalchemys_errors_and_refuses_what_it_cannot_render(either_
 
 def test_run_drops_a_lost_connection_and_the_next_statement_gets_a_new_one(clean_db):
     db = Database(clean_db)
-    [(pid,)] = db.run(select(func.pg_backend_pid()), {})
+    [(pid,)] = db.run(BACKEND_PID, {})
     with Database(clean_db).session() as session:
         assert session.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     with pytest.raises(Exception) as lost:
-        db.run(select(func.pg_backend_pid()), {})
+        db.run(BACKEND_PID, {})
     assert is_db_unavailable(lost.value), f"a lost connection is reported as the database being away: {lost.value!r}"
-    [(new_pid,)] = db.run(select(func.pg_backend_pid()), {})
+    [(new_pid,)] = db.run(BACKEND_PID, {})
     assert new_pid != pid
