@@ -1,6 +1,6 @@
 """What one job costs, piece by piece, single-threaded and in-process: CPU per 18-unit job for its
-start (without publishing: the units' messages are only collected), its units (claim, zero-latency
-simulator call, record, with their events' publishes) and its finalisation. No Celery, no other
+start (without publishing: the lanes' messages are only collected), its units (one lane per region:
+claim, zero-latency simulator call, record, with their events' publishes, the next unit looked up) and its finalisation. No Celery, no other
 thread: the figures a change to one piece moves, free of the worker's contention (see
 ``bench.pipeline`` for the whole pipeline against raw Celery).
 
@@ -35,12 +35,16 @@ def main() -> None:
         env = beacon_env(database_url, work, trusted, SIMULATOR_LATENCY_MS="0")
         os.environ.update(env)
         from app.services import Services
-        from beacon.execution import engine, regions
+        from beacon.execution import engine, lanes, regions
         from beacon.settings import Settings
 
         settings = Settings.from_env(env)
         services = Services.build(settings)
         db, registry = services.db, regions.provider_registry(settings)
+
+        def step(execution_id, around_call, _resume):  # noqa: ANN001, ANN202
+            return engine.run_unit(db, settings, registry, execution_id, worker="bench", around_call=around_call)
+
         totals = {"start": 0.0, "units": 0.0, "finalisation": 0.0}
         for index in range(WARM_UP + options.jobs):
             raw = body(make_spec(key, questions=QUESTIONS, models=MODELS))
@@ -49,11 +53,11 @@ def main() -> None:
             units: list[tuple[int, str]] = []
             spent = {}
             began = time.process_time()
-            engine.start_job(db, settings, job_id, None, units.extend)
+            engine.start_job(db, settings, job_id, lambda _job, heads: units.extend(heads))
             spent["start"] = time.process_time() - began
             began = time.process_time()
-            for execution_id, _region in units:
-                assert engine.run_unit(db, settings, registry, execution_id, worker="bench").status == "completed"
+            for execution_id, region in units:  # one lane per region, as a worker runs them
+                assert lanes.run_lane(db, job_id, region, execution_id, step, lambda *_: None).status == "completed"
             spent["units"] = time.process_time() - began
             began = time.process_time()
             assert engine.finalize_job(db, settings, job_id) in ("completed", "failed")

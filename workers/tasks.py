@@ -10,14 +10,16 @@ received is recorded once the database is back, and a job's finalisation is not 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from celery import shared_task
+from celery.worker import state as worker_state
 
 from beacon.db import get_database
-from beacon.execution import engine, regions
+from beacon.execution import engine, lanes, regions
 from beacon.execution.providers.inflight import CALLS, SLOTS
 from beacon.messaging.celery_app import EXECUTE_UNIT, RUN_JOB
-from beacon.messaging.dispatch import dispatch_unit, dispatch_units
+from beacon.messaging.dispatch import dispatch_lanes, dispatch_unit
 from beacon.observability import metrics
 from beacon.observability.units import job_context, observe_unit
 from beacon.settings import get_settings
@@ -31,8 +33,11 @@ def _retry_later(task, exc: BaseException, resume: dict | None, **ids: object): 
     log.warning("database unavailable: delivery retried", extra={
         **ids, "retry_in": round(delay, 2), "retries": task.request.retries, "resume": _stage(resume),
         "error": str(exc)[:300]})
-    kwargs = {"resume": resume} if resume is not None else {}
-    return task.retry(args=list(ids.values()), kwargs=kwargs, countdown=delay, max_retries=None)
+    first, *rest = ids
+    kwargs = {name: ids[name] for name in rest if ids[name] is not None}
+    if resume is not None:
+        kwargs["resume"] = resume
+    return task.retry(args=[ids[first]], kwargs=kwargs, countdown=delay, max_retries=None)
 
 
 def _stage(resume: dict | None) -> str:
@@ -46,7 +51,7 @@ def _stage(resume: dict | None) -> str:
 def run_job(self, job_id: str) -> int:
     with job_context(job_id):
         try:
-            return engine.start_job(get_database(), get_settings(), job_id, dispatch_unit, dispatch_units)
+            return engine.start_job(get_database(), get_settings(), job_id, dispatch_lanes)
         except Exception as exc:
             if not engine.is_db_unavailable(exc):
                 raise
@@ -54,19 +59,38 @@ def run_job(self, job_id: str) -> int:
 
 
 @shared_task(name=EXECUTE_UNIT, ignore_result=True, bind=True, max_retries=None)
-def execute_unit(self, execution_id: int, resume: dict | None = None, region: str | None = None) -> str:
+def execute_unit(self, execution_id: int, resume: dict | None = None, region: str | None = None,
+                 lane: str | None = None) -> str:
+    """One unit, or a lane (``lane``: the unit's job) that goes on with the job's next units of ``region``."""
     settings, db = get_settings(), get_database()
+    registry = regions.provider_registry(settings)
+    dispatch = dispatch_unit if lane is None else partial(dispatch_unit, lane=lane)  # a re-dispatch keeps the lane
+    current = execution_id
+
+    def step(unit_id: int, around_call: engine.AroundCall | None, unit_resume: dict | None) -> engine.Outcome:
+        nonlocal current
+        current = unit_id
+        with observe_unit(db, registry, unit_id) as unit:
+            outcome = engine.step_unit(db, settings, unit.registry, unit_id, dispatch, observer=unit, aborts=CALLS,
+                                       resume=unit_resume, worker=self.request.hostname, slots=SLOTS, region=region,
+                                       around_call=around_call)
+        if outcome.status == "waiting":
+            metrics.units_put_back.labels(outcome.region).inc()
+        return outcome
+
     try:
-        with observe_unit(db, regions.provider_registry(settings), execution_id) as unit:
-            outcome = engine.step_unit(db, settings, unit.registry, execution_id, dispatch_unit, observer=unit,
-                                       aborts=CALLS, resume=resume, worker=self.request.hostname, slots=SLOTS,
-                                       region=region)
-            if outcome.status == "waiting":
-                metrics.units_put_back.labels(outcome.region).inc()
-            return outcome.status
+        if lane is None or region is None:
+            return step(execution_id, None, resume).status
+        return lanes.run_lane(db, lane, region, execution_id, step, dispatch, resume, stopping=_worker_stopping).status
     except engine.DatabaseUnavailable as exc:
-        raise _retry_later(self, exc, exc.resume, execution_id=execution_id) from exc
+        raise _retry_later(self, exc, exc.resume, execution_id=current, region=region, lane=lane) from exc
     except Exception as exc:
         if not engine.is_db_unavailable(exc):
             raise
-        raise _retry_later(self, exc, resume, execution_id=execution_id) from exc
+        raise _retry_later(self, exc, resume if current == execution_id else None, execution_id=current,
+                           region=region, lane=lane) from exc
+
+
+def _worker_stopping() -> bool:
+    """Celery's own flags: a warm or cold shutdown was asked for (a lane takes no further unit)."""
+    return bool(worker_state.should_stop or worker_state.should_terminate)

@@ -38,9 +38,10 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Protocol
+from typing import Callable, ContextManager, Protocol
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -108,14 +109,18 @@ def db_retry_delay(settings: Settings, retries: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-# dispatch_many([(execution_id, region), ...]) publishes one execute_unit message per unit, as one batch.
-DispatchUnits = Callable[[list[tuple[int, str]]], None]
+# around_call(claim) is a context manager entered for the claim's provider call.
+AroundCall = Callable[[Claim], ContextManager]
+
+# dispatch_lanes(job_id, [(execution_id, region), ...]) publishes one lane message per pair (an
+# ``execute_unit`` naming the unit and ``lane=job_id``: see ``beacon.execution.lanes``), as one batch.
+DispatchLanes = Callable[[str, list[tuple[int, str]]], None]
 
 
-def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchUnit,
-              dispatch_many: DispatchUnits | None = None) -> int:
-    """``queued → running``, insert the units, dispatch them (in one batch through ``dispatch_many``
-    when given). Returns units dispatched (0: a no-op)."""
+def start_job(db: Database, settings: Settings, job_id: str, dispatch_lanes: DispatchLanes) -> int:
+    """``queued → running``, insert the units, then dispatch one lane per region, at the region's
+    first unit (``beacon.execution.lanes``: lanes fork as the units need). Returns the units
+    inserted (0: a no-op)."""
     now = utcnow()
     with db.session() as session:  # Core statements on the tables: no ORM load, flush or bulk-insert path
         job = session.execute(select(JOBS.c.spec, JOBS.c.generation).where(JOBS.c.id == job_id)).one_or_none()
@@ -144,11 +149,10 @@ def start_job(db: Database, settings: Settings, job_id: str, dispatch: DispatchU
         ).all()
         emit_many(session, job_id, [("job.started", {"units": len(rows)}),
                                     ("job.running", {"units": len(rows), "generation": job.generation or 1})])
-    if dispatch_many is not None:
-        dispatch_many([(execution_id, region) for execution_id, region in rows])
-    else:
-        for execution_id, region in rows:
-            dispatch(execution_id, region, 0)
+    heads: dict[str, int] = {}
+    for execution_id, region in sorted(rows):
+        heads.setdefault(region, execution_id)
+    dispatch_lanes(job_id, [(execution_id, region) for region, execution_id in heads.items()])
     log.info("job started", extra={"job_id": job_id, "units": len(rows)})
     return len(rows)
 
@@ -206,7 +210,7 @@ def unit_region(db: Database, execution_id: int) -> str | None:
 def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
               dispatch: DispatchUnit, observer: UnitObserver | None = None, aborts: CallAborts | None = None,
               resume: dict | None = None, worker: str | None = None, slots: RegionSlots | None = None,
-              region: str | None = None) -> Outcome:
+              region: str | None = None, around_call: AroundCall | None = None) -> Outcome:
     """One ``execute_unit`` delivery: run the unit, then re-dispatch it (``retry``) or finalise
     the job (the unit ended, or the deadline cut its call).
 
@@ -216,7 +220,8 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
     region budget; a unit of a region the worker does not serve is sent to its region's queue
     (``rerouted``), never run here; otherwise a slot of the unit's ``region`` (the message's,
     looked up when it names none) is taken before the claim and held until the outcome is recorded; with none free the unit is put back
-    (:func:`put_back`, outcome ``waiting``) without being claimed.
+    (:func:`put_back`, outcome ``waiting``) without being claimed. ``around_call``: entered for the
+    provider call (:func:`run_unit`).
     Raises :class:`DatabaseUnavailable` when the database cannot be reached.
     """
     if resume is not None and "finalize" in resume:
@@ -244,7 +249,8 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
         slot = region
     taken = time.monotonic()
     try:
-        return _step_claimed(db, settings, registry, execution_id, dispatch, observer, aborts, resume, worker)
+        return _step_claimed(db, settings, registry, execution_id, dispatch, observer, aborts, resume, worker,
+                             around_call)
     finally:
         if slot is not None:
             slots.give_back(slot, time.monotonic() - taken)
@@ -252,9 +258,9 @@ def step_unit(db: Database, settings: Settings, registry: ProviderRegistry, exec
 
 def _step_claimed(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
                   dispatch: DispatchUnit, observer: UnitObserver | None, aborts: CallAborts | None,
-                  resume: dict | None, worker: str | None) -> Outcome:
+                  resume: dict | None, worker: str | None, around_call: AroundCall | None) -> Outcome:
     outcome = run_unit(db, settings, registry, execution_id, on_claim=observer.claimed if observer else None,
-                       aborts=aborts, resume=resume, worker=worker)
+                       aborts=aborts, resume=resume, worker=worker, around_call=around_call)
     if observer is not None:
         observer.outcome(outcome)
     finalised = None
@@ -287,9 +293,10 @@ def _finalize(db: Database, settings: Settings, job_id: str, *, deadline: bool =
 
 def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execution_id: int,
              on_claim: Callable[[Claim], None] | None = None, aborts: CallAborts | None = None,
-             resume: dict | None = None, worker: str | None = None) -> Outcome:
+             resume: dict | None = None, worker: str | None = None, around_call: AroundCall | None = None) -> Outcome:
     """Claim, call the provider, record; ``on_claim`` learns which unit this is as soon as it is
-    claimed (for tags and log context). :func:`step_unit` acts on the outcome."""
+    claimed (for tags and log context); ``around_call(claim)`` is entered for the provider call
+    (a lane's fork timer). :func:`step_unit` acts on the outcome."""
     if resume is not None and "record" in resume:  # the call was made; its outcome awaits recording
         claim = Claim.from_resume(resume["claim"])
         if on_claim is not None:
@@ -309,13 +316,18 @@ def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execu
         on_claim(claim)
     if claim.dead_lettered:
         return Outcome(UnitOutcome.DEAD_LETTERED, claim.job_id, claim.region)
-    return _record(db, claim, _call(settings, registry, claim, aborts or CallAborts()))
+    return _record(db, claim, _call(settings, registry, claim, aborts or CallAborts(), around_call or _nothing_around))
 
 
-def _call(settings: Settings, registry: ProviderRegistry, claim: Claim, aborts: CallAborts) -> dict:
+def _nothing_around(claim: Claim) -> ContextManager:
+    return nullcontext()
+
+
+def _call(settings: Settings, registry: ProviderRegistry, claim: Claim, aborts: CallAborts,
+          around_call: AroundCall) -> dict:
     """Make the claim's provider call; what to record, as JSON (so it can wait for the database)."""
     provider = registry.get(claim.region)
-    with aborts.job(claim.job_id) as abort:
+    with aborts.job(claim.job_id) as abort, around_call(claim):
         request = ProviderRequest(region=claim.region, model_id=claim.model_id, prompt=claim.prompt,
                                   question_id=claim.question_id, timeout_s=claim.call_timeout_s,
                                   deadline=call_deadline(claim), max_answer_bytes=settings.max_answer_bytes,

@@ -25,7 +25,7 @@ from beacon.crypto.signing import KeyPair
 from beacon.db import database_for
 from beacon.execution import engine
 from beacon.messaging.celery_app import region_queue
-from beacon.messaging.dispatch import dispatch_unit
+from beacon.messaging.dispatch import dispatch_lanes
 from beacon.messaging.outbox import enqueue
 from beacon.models import Execution, Job, OutboxMessage
 from beacon.timeutil import utcnow
@@ -75,7 +75,7 @@ class Api:
         job_id = self.queued_job()
         self.celery = self.celery or make_celery(self.settings)
 
-        dispatch = functools.partial(dispatch_unit, app=self.celery)
+        dispatch = functools.partial(dispatch_lanes, app=self.celery)
         assert engine.start_job(self.db, self.settings, job_id, dispatch) == 3
         return job_id
 

@@ -72,6 +72,21 @@ def test_units_of_different_regions_run_concurrently(fresh):
     assert latest_start < earliest_end, f"the three region calls did not overlap: {calls}"
 
 
+def test_the_units_of_one_region_run_side_by_side(fresh):
+    """The job starts one lane for the region; a lane forks while its unit waits on the provider,
+    so four slow units still overlap (a lane alone would run them one after another)."""
+    fresh.control(latency_ms=1500)
+    job_id = fresh.submit(questions=["math_basic", "geography_basic"], models=MODELS,
+                          constraints=constraints(regions=["EU"]))
+    view = fresh.wait_terminal(job_id)
+    assert view["status"] == "completed" and view["counts"]["completed"] == 4
+    calls = fresh.served()
+    assert len(calls) == 4, "each unit called its provider exactly once"
+    latest_start = max(call["started"] for call in calls)
+    earliest_end = min(call["finished"] for call in calls)
+    assert latest_start < earliest_end, f"the region's four calls did not overlap: {calls}"
+
+
 def test_transient_5xx_is_retried_and_recorded_once(fresh):
     fresh.control(fail_next=[{"status": 503, "region": "EU"}, {"status": 502, "region": "EU"}])
     job_id = fresh.submit()

@@ -209,7 +209,7 @@ def test_the_embedded_default_streams_the_same_sequence(tmp_path, keys):
             assert requests.post(f"{api}/api/v1/jobs", data=body(spec), headers={"Content-Type": "application/json"},
                                  timeout=10).status_code == 202
             units: list[int] = []
-            engine.start_job(db, settings, spec["id"], lambda execution_id, region, countdown: units.append(execution_id))
+            engine.start_job(db, settings, spec["id"], lambda _job, heads: units.extend(e for e, _ in heads))
             registry = provider_registry(settings)
             for execution_id in units:
                 engine.step_unit(db, settings, registry, execution_id, lambda *a: None)

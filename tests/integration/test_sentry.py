@@ -328,7 +328,7 @@ def test_cancellations_and_deadline_cuts_are_not_reported(fresh):
         spec = make_spec(fresh.keypair, **overrides)
         assert ingest.submit(body(spec), "127.0.0.1", None).created
         units: list[tuple[int, str]] = []
-        assert engine.start_job(fresh.db, settings, spec["id"], lambda e, r, _countdown: units.append((e, r)))
+        assert engine.start_job(fresh.db, settings, spec["id"], lambda _job, heads: units.extend(heads))
         return spec["id"], units
 
     def dispatch(units: list[tuple[int, str]]) -> None:
