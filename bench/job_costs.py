@@ -1,8 +1,9 @@
 """What one job costs, piece by piece, single-threaded and in-process: CPU per 18-unit job for its
-start (without publishing: the lanes' messages are only collected), its units (one lane per region:
-claim, zero-latency simulator call, record, with their events' publishes, the next unit looked up) and its finalisation. No Celery, no other
-thread: the figures a change to one piece moves, free of the worker's contention (see
-``bench.pipeline`` for the whole pipeline against raw Celery).
+start (without publishing: the lanes' messages are only collected), its units (one lane per
+region: claim, zero-latency simulator call, record, with their events' publishes, the next unit
+looked up) and its finalisation. No Celery, no other thread: the figures a change to one piece
+moves, free of the worker's contention (see ``bench.pipeline`` for the whole pipeline against raw
+Celery).
 
 Needs Postgres and Redis on loopback (a scratch database is created and dropped).
 Run: .venv/bin/python -m bench.job_costs [--jobs 100]

@@ -91,7 +91,7 @@ def run_lane(db: Database, job_id: str, region: str, execution_id: int, step: La
 
 class _Lane:
     """A lane's fork: set to go off at each provider call until one has been sent, called off when
-    the call ends first."""
+    the call ends first (``forked`` is set by the fork thread, read by the lane's)."""
 
     def __init__(self, db: Database, job_id: str, region: str, dispatch: DispatchUnit, fork_after: float):
         self.db, self.job_id, self.region, self.dispatch, self.fork_after = db, job_id, region, dispatch, fork_after
@@ -109,10 +109,10 @@ class _Lane:
             due.cancel()
 
     def _fork(self, execution_id: int) -> None:
-        self.forked = True
         following = next_pending(self.db, self.job_id, self.region, execution_id)
-        if following is not None:
+        if following is not None:  # none may run now (a backoff): the next slow call tries again
             self.dispatch(following, self.region, 0)
+            self.forked = True
 
 
 class _Due:

@@ -4,7 +4,7 @@ The engine, the sweeper, the API's fast path and the tests all publish through t
 an ``execute_unit`` message names its unit's region (``region``), so a worker can tell a unit of
 a region it does not serve without asking the database, and a lane message its job (``lane``:
 after its unit, the delivery goes on with the job's next pending units of that region, see
-``beacon.execution.engine.run_lane``); ``app`` defaults to the current Celery app (the worker's
+``beacon.execution.lanes``); ``app`` defaults to the current Celery app (the worker's
 own inside a task).
 """
 
