@@ -7,7 +7,7 @@ the task's events and the broker's round trips per message are most of a quick u
 
 Units that are slow to answer must still run side by side. So a lane forks: when its unit's
 provider call is still waiting ``FORK_AFTER_SECONDS`` after it began, a lane message naming the
-next pending unit is sent (from this process's fork thread), and the new lane forks in turn at
+next pending unit is sent (from this process's fork thread, Celery's timer), and the new lane forks in turn at
 its own slow call, up to the region's slots. A lane forks once; a lane whose units answer
 quickly never does.
 
@@ -21,13 +21,11 @@ sweeper's, as any lost dispatch (``PENDING_REDISPATCH_SECONDS``).
 
 from __future__ import annotations
 
-import heapq
 import logging
-import threading
-import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from celery.utils.timer2 import Timer
 from sqlalchemy import bindparam, select
 
 from beacon.db import Database
@@ -102,7 +100,7 @@ class _Lane:
         if self.forked:
             yield
             return
-        due = _FORKS.after(self.fork_after, lambda: self._fork(claim.execution_id))
+        due = _FORKS.call_after(self.fork_after, self._fork, (claim.execution_id,))
         try:
             yield
         finally:
@@ -115,57 +113,11 @@ class _Lane:
             self.forked = True
 
 
-class _Due:
-    def __init__(self, at: float, action: Callable[[], None]):
-        self.at, self.action, self.cancelled = at, action, False
-
-    def __lt__(self, other: _Due) -> bool:
-        return self.at < other.at
-
-    def cancel(self) -> None:
-        self.cancelled = True  # a fork already under way still goes out: one more lane, no harm
+def _fork_failed(exc: Exception) -> None:
+    """The database or broker away: the lane goes on alone; the sweeper covers the rest."""
+    log.warning("lane fork not sent", extra={"error": str(exc)[:300]})
 
 
-class _Forks:
-    """One daemon thread per process running the forks that come due (a heap by due time; a
-    cancelled fork stays in it until its time, then is dropped)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[_Due] = []
-        self._thread: threading.Thread | None = None
-
-    def after(self, seconds: float, action: Callable[[], None]) -> _Due:
-        due = _Due(time.monotonic() + seconds, action)
-        with self._cond:
-            heapq.heappush(self._heap, due)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lane-forks", daemon=True)
-                self._thread.start()
-            if self._heap[0] is due:
-                self._cond.notify()  # a new earliest: re-arm the wait
-        return due
-
-    def _next(self) -> _Due:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0].cancelled:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                wait = self._heap[0].at - time.monotonic()
-                if wait <= 0:
-                    return heapq.heappop(self._heap)
-                self._cond.wait(wait)
-
-    def _run(self) -> None:
-        while True:
-            due = self._next()
-            try:
-                due.action()
-            except Exception as exc:  # the database or broker away: the lane goes on alone; the sweeper covers the rest
-                log.warning("lane fork not sent", extra={"error": str(exc)[:300]})
-
-
-_FORKS = _Forks()
+#: The process's one thread running the forks that come due: Celery's timer thread. While a fork
+#: is set it wakes at least every half ``FORK_AFTER_SECONDS``, so a fork fires at most that late.
+_FORKS = Timer(max_interval=FORK_AFTER_SECONDS / 2, on_error=_fork_failed)
