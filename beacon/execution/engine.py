@@ -316,18 +316,14 @@ def run_unit(db: Database, settings: Settings, registry: ProviderRegistry, execu
         on_claim(claim)
     if claim.dead_lettered:
         return Outcome(UnitOutcome.DEAD_LETTERED, claim.job_id, claim.region)
-    return _record(db, claim, _call(settings, registry, claim, aborts or CallAborts(), around_call or _nothing_around))
-
-
-def _nothing_around(claim: Claim) -> ContextManager:
-    return nullcontext()
+    return _record(db, claim, _call(settings, registry, claim, aborts or CallAborts(), around_call))
 
 
 def _call(settings: Settings, registry: ProviderRegistry, claim: Claim, aborts: CallAborts,
-          around_call: AroundCall) -> dict:
+          around_call: AroundCall | None) -> dict:
     """Make the claim's provider call; what to record, as JSON (so it can wait for the database)."""
     provider = registry.get(claim.region)
-    with aborts.job(claim.job_id) as abort, around_call(claim):
+    with aborts.job(claim.job_id) as abort, (around_call(claim) if around_call else nullcontext()):
         request = ProviderRequest(region=claim.region, model_id=claim.model_id, prompt=claim.prompt,
                                   question_id=claim.question_id, timeout_s=claim.call_timeout_s,
                                   deadline=call_deadline(claim), max_answer_bytes=settings.max_answer_bytes,
